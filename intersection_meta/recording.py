@@ -1,0 +1,366 @@
+"""Per-step recordings of single episodes, saved as pickle-free ``.npz`` files for the replay viewer.
+
+A :class:`Recording` is a plain, frozen value: what the viewer (``viz/``) needs to redraw an episode
+without torch, without a checkpoint and without re-simulating.
+
+What is recorded
+    * **Intersection tasks** (highway-env backend): the state of both vehicles at **every simulation
+      frame** (15 Hz by default, i.e. 15 frames per 1 Hz decision step) plus the initial frame, so the
+      replay is smooth and turning vehicles follow their real curves. Frame ``f`` has the columns of
+      :data:`STATE_FIELDS`; vehicle 0 is the ego, vehicle 1 the other vehicle. ``present`` is 0 once
+      highway-env has removed a vehicle from the road (it clears vehicles that leave the map).
+      Frames are captured by wrapping the ``step`` method of this episode's ``Road`` instance (the road
+      is rebuilt at every reset; the wrapper is removed when the episode ends; no class is touched).
+    * **CartPole / LunarLander tasks**: the env's own ``rgb_array`` rendering, one frame per step plus
+      the initial one, downscaled so the longer side is at most ``max_frame_side_px``.
+
+Per decision step ``t`` (``T`` steps): ``actions[t]`` and ``rewards[t]``. Per frame ``f`` (``F`` frames):
+``frame_step[f]`` is the number of decisions applied by that frame (0 for the initial frame, ``t + 1`` for
+the frames simulated under action ``t``) and ``frame_time_s[f]`` the simulated time.
+
+File format (``save_recordings``): one ``np.savez_compressed`` archive, loadable with
+``allow_pickle=False``. Key ``__meta__`` holds a 1-element unicode array with a JSON document
+(format version and, per recording, its metadata); the arrays of recording ``i`` are stored under
+``"{i}/{name}"``.
+
+This module imports neither torch nor pygame.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from intersection_meta.tasks import Task, task_from_dict, task_to_dict
+
+FORMAT = "intersection_meta.recording"
+FORMAT_VERSION = 1
+
+#: Columns of ``Recording.frame_states[f, vehicle]``.
+STATE_FIELDS: tuple[str, ...] = ("x_m", "y_m", "heading_rad", "speed_mps", "present", "crashed")
+OUTCOMES: tuple[str, ...] = ("arrived", "collided", "timed out", "terminated")
+
+#: Names of discrete actions by task kind (highway-env's longitudinal DiscreteMetaAction, gymnasium's).
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "intersection": ("SLOWER", "IDLE", "FASTER"),
+    "cartpole": ("push left", "push right"),
+    "lunarlander": ("noop", "left engine", "main engine", "right engine"),
+}
+
+_ARRAY_FIELDS: tuple[str, ...] = ("actions", "rewards", "frame_step", "frame_time_s", "frame_states", "rgb_frames")
+
+
+class RecordingFileError(ValueError):
+    """A recording file is missing, corrupt or not a recording file (the message names the file)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One recorded episode (see the module docstring for the meaning of each array).
+
+    Attributes:
+        scenario: Scenario name (``task.scenario``).
+        task: The task as a plain dict (:func:`intersection_meta.tasks.task_to_dict`).
+        label: Free text shown by the viewer, e.g. ``"pre-adaptation"`` or ``"adapted (3 steps)"``.
+        kind: ``"intersection"``, ``"cartpole"`` or ``"lunarlander"``.
+        seed: Seed of the episode's ``env.reset``.
+        episode: Episode index; the viewer groups recordings with the same index (e.g. pre vs post).
+        outcome: ``"arrived"``, ``"collided"``, ``"timed out"`` or (auxiliary suites) ``"terminated"``.
+        frame_rate_hz: Frames per simulated second (playback rate at speed 1x).
+        action_names: Names of discrete actions, empty for continuous actions.
+        actions: ``[T]`` (discrete) or ``[T, A]`` (continuous).
+        rewards: ``[T]`` float64.
+        frame_step: ``[F]`` int64, decisions applied by frame ``f``.
+        frame_time_s: ``[F]`` float64.
+        frame_states: ``[F, 2, 6]`` float64 (intersection), ``[0, 2, 6]`` otherwise.
+        rgb_frames: ``[F, H, W, 3]`` uint8 (auxiliary suites), ``[0, 0, 0, 3]`` for intersections.
+    """
+
+    scenario: str
+    task: dict
+    label: str
+    kind: str
+    seed: int
+    episode: int
+    outcome: str
+    frame_rate_hz: float
+    action_names: tuple[str, ...]
+    actions: np.ndarray
+    rewards: np.ndarray
+    frame_step: np.ndarray
+    frame_time_s: np.ndarray
+    frame_states: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, len(STATE_FIELDS))))
+    rgb_frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), np.uint8))
+
+    def __post_init__(self) -> None:
+        # JSON-normalise the task dict (tuples -> lists) so a saved and reloaded recording compares equal.
+        object.__setattr__(self, "task", json.loads(json.dumps(self.task)))
+        object.__setattr__(self, "action_names", tuple(self.action_names))
+
+    @property
+    def n_steps(self) -> int:
+        """Number of decision steps ``T``."""
+        return len(self.rewards)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames ``F`` (initial frame included)."""
+        return len(self.frame_step)
+
+    @property
+    def total_reward(self) -> float:
+        return float(np.sum(self.rewards))
+
+    def task_value(self) -> Task:
+        """The task as its frozen dataclass."""
+        return task_from_dict(self.task)
+
+    def decision_frames(self) -> np.ndarray:
+        """Index of the last frame of each decision step, with the initial frame first: ``[T + 1]``."""
+        last = [0] + [int(np.flatnonzero(self.frame_step == t + 1)[-1]) for t in range(self.n_steps)]
+        return np.asarray(last, dtype=np.int64)
+
+    def decision_states(self) -> np.ndarray:
+        """Vehicle states at the decision points (initial, then after each step): ``[T + 1, 2, 6]``."""
+        return self.frame_states[self.decision_frames()]
+
+    def metadata(self) -> dict[str, Any]:
+        """The non-array fields, JSON friendly."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self) if f.name not in _ARRAY_FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recording):
+            return NotImplemented
+        return self.metadata() == other.metadata() and all(
+            np.array_equal(getattr(self, name), getattr(other, name)) for name in _ARRAY_FIELDS
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Recording an episode
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _vehicle_state(vehicle: Any, on_road: bool) -> list[float]:
+    x_m, y_m = (float(c) for c in vehicle.position)
+    return [x_m, y_m, float(vehicle.heading), float(vehicle.speed), float(on_road), float(vehicle.crashed)]
+
+
+def _both_states(road: Any, ego: Any, other: Any | None) -> list[list[float]]:
+    rows = [_vehicle_state(ego, ego in road.vehicles)]
+    rows.append(_vehicle_state(other, other in road.vehicles) if other is not None else [0.0] * len(STATE_FIELDS))
+    return rows
+
+
+def _downscale(frame: np.ndarray, max_side_px: int) -> np.ndarray:
+    """Integer-factor block average so the longer side is at most ``max_side_px`` (uint8 in and out)."""
+    factor = int(np.ceil(max(frame.shape[:2]) / max_side_px))
+    if factor <= 1:
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+    h, w = (frame.shape[0] // factor) * factor, (frame.shape[1] // factor) * factor
+    blocks = frame[:h, :w].reshape(h // factor, factor, w // factor, factor, 3).astype(np.float32)
+    return np.round(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def _resolve_task(env: Any, task: Task | None) -> Task:
+    if task is not None:
+        return task
+    for holder in (env, getattr(env, "unwrapped", None)):
+        found = getattr(holder, "task", None)
+        if found is not None:
+            return found
+    raise ValueError("record_episode: pass task=... (the env has no `task` attribute to read it from)")
+
+
+def _intersection_outcome(info: dict, unwrapped: Any, terminated: bool) -> str:
+    if info.get("crashed", getattr(unwrapped.vehicle, "crashed", False)):
+        return "collided"
+    if info.get("arrived", False) or (terminated and not unwrapped.vehicle.crashed):
+        return "arrived"
+    return "timed out"
+
+
+def record_episode(
+    env: Any,
+    act: Callable[[np.ndarray], Any],
+    *,
+    seed: int,
+    label: str,
+    task: Task | None = None,
+    episode: int = 0,
+    max_steps: int = 10_000,
+    max_frame_side_px: int = 300,
+) -> Recording:
+    """Run one episode of ``env`` with the policy ``act`` and record it.
+
+    Args:
+        env: A gymnasium env made by ``make_env(task, ...)``: for intersection tasks the highway-env
+            backend (its ``unwrapped`` has ``road`` and ``vehicle``); for CartPole / LunarLander made with
+            ``render_mode="rgb_array"``.
+        act: Maps an observation (as returned by ``env``) to an action.
+        seed: Seed of ``env.reset``.
+        label: Text the viewer shows for this recording.
+        task: The env's task; read from ``env.task`` / ``env.unwrapped.task`` when omitted.
+        episode: Episode index used by the viewer to group recordings.
+        max_steps: Safety limit on decision steps.
+        max_frame_side_px: Longer side of the stored rgb frames (auxiliary suites).
+
+    Returns:
+        The :class:`Recording`.
+
+    Raises:
+        ValueError: If the env cannot be recorded (no task, fast backend, missing rgb rendering).
+    """
+    task = _resolve_task(env, task)
+    obs, _ = env.reset(seed=seed)
+    unwrapped = env.unwrapped
+    if task.kind == "intersection":
+        if getattr(unwrapped, "road", None) is None:
+            raise ValueError("record_episode needs the highway-env intersection env (backend='highway')")
+        return _record_intersection(env, act, obs, task, seed=seed, label=label, episode=episode,
+                                    max_steps=max_steps)
+    if getattr(env, "render_mode", None) != "rgb_array":
+        raise ValueError(f"record_episode: make the {task.kind} env with render_mode='rgb_array' "
+                         f"(got {getattr(env, 'render_mode', None)!r})")
+    return _record_rgb(env, act, obs, task, seed=seed, label=label, episode=episode, max_steps=max_steps,
+                       max_frame_side_px=max_frame_side_px)
+
+
+def _record_intersection(env: Any, act: Callable, obs: Any, task: Task, *, seed: int, label: str,
+                         episode: int, max_steps: int) -> Recording:
+    unwrapped = env.unwrapped
+    road, ego = unwrapped.road, unwrapped.vehicle
+    other = next((v for v in road.vehicles if v is not ego), None)
+    sim_hz = float(unwrapped.config["simulation_frequency"])
+    frames: list[list[list[float]]] = [_both_states(road, ego, other)]
+    frame_step: list[int] = [0]
+    actions: list[Any] = []
+    rewards: list[float] = []
+    original_step = road.step
+
+    def step_and_capture(dt: float, *args: Any, **kwargs: Any) -> None:
+        original_step(dt, *args, **kwargs)
+        frames.append(_both_states(road, ego, other))
+        frame_step.append(len(actions))
+
+    road.step = step_and_capture  # instance attribute: this episode's road only
+    try:
+        outcome, info, terminated = "timed out", {}, False
+        for _ in range(max_steps):
+            action = act(obs)
+            actions.append(action)
+            obs, reward, terminated, truncated, info = env.step(action)
+            rewards.append(float(reward))
+            if terminated or truncated:
+                break
+        outcome = _intersection_outcome(info, unwrapped, terminated)
+    finally:
+        del road.step
+    frame_step_arr = np.asarray(frame_step, dtype=np.int64)
+    return Recording(
+        scenario=task.scenario, task=task_to_dict(task), label=label, kind=task.kind, seed=int(seed),
+        episode=int(episode), outcome=outcome, frame_rate_hz=sim_hz,
+        action_names=ACTION_NAMES["intersection"] if task.settings.action == "discrete" else (),
+        actions=np.asarray(actions), rewards=np.asarray(rewards, dtype=np.float64),
+        frame_step=frame_step_arr, frame_time_s=np.arange(len(frame_step_arr), dtype=np.float64) / sim_hz,
+        frame_states=np.asarray(frames, dtype=np.float64),
+    )
+
+
+def _record_rgb(env: Any, act: Callable, obs: Any, task: Task, *, seed: int, label: str, episode: int,
+                max_steps: int, max_frame_side_px: int) -> Recording:
+    rgb = [_downscale(np.asarray(env.render()), max_frame_side_px)]
+    actions: list[Any] = []
+    rewards: list[float] = []
+    outcome = "timed out"
+    for _ in range(max_steps):
+        action = act(obs)
+        actions.append(action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(float(reward))
+        rgb.append(_downscale(np.asarray(env.render()), max_frame_side_px))
+        if terminated or truncated:
+            outcome = "terminated" if terminated else "timed out"
+            break
+    fps = float(env.metadata.get("render_fps", 50) or 50)
+    discrete = not (task.kind == "lunarlander" and getattr(task, "continuous", False))
+    n = len(rgb)
+    return Recording(
+        scenario=task.scenario, task=task_to_dict(task), label=label, kind=task.kind, seed=int(seed),
+        episode=int(episode), outcome=outcome, frame_rate_hz=fps,
+        action_names=ACTION_NAMES.get(task.kind, ()) if discrete else (),
+        actions=np.asarray(actions), rewards=np.asarray(rewards, dtype=np.float64),
+        frame_step=np.arange(n, dtype=np.int64), frame_time_s=np.arange(n, dtype=np.float64) / fps,
+        rgb_frames=np.stack(rgb).astype(np.uint8),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------------
+
+
+def save_recordings(path: str | Path, recordings: Sequence[Recording]) -> Path:
+    """Write recordings to one compressed ``.npz`` (no pickled objects). Returns the path written.
+
+    ``np.savez_compressed`` appends ``.npz`` to a path without that suffix; the returned path is the real one.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "recordings": [r.metadata() for r in recordings]}
+    arrays: dict[str, np.ndarray] = {"__meta__": np.asarray([json.dumps(meta)])}
+    for i, rec in enumerate(recordings):
+        for name in _ARRAY_FIELDS:
+            value = np.asarray(getattr(rec, name))
+            if value.dtype == object:
+                raise ValueError(f"recording {i}: field {name} has dtype object; cannot save without pickle")
+            arrays[f"{i}/{name}"] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_recordings(path: str | Path) -> list[Recording]:
+    """Read recordings written by :func:`save_recordings`.
+
+    Raises:
+        RecordingFileError: If the file is missing, not an ``.npz`` archive, corrupt, or of another format
+            or version. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecordingFileError(f"{path}: no such recording file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "__meta__" not in archive.files:
+                raise RecordingFileError(f"{path}: not a recording file (no __meta__ entry)")
+            meta = json.loads(str(archive["__meta__"][0]))
+            if meta.get("format") != FORMAT:
+                raise RecordingFileError(f"{path}: not a recording file (format {meta.get('format')!r})")
+            if meta.get("version") != FORMAT_VERSION:
+                raise RecordingFileError(f"{path}: recording format version {meta.get('version')!r} is not "
+                                         f"supported (this code reads version {FORMAT_VERSION})")
+            recordings = []
+            for i, md in enumerate(meta["recordings"]):
+                arrays = {name: archive[f"{i}/{name}"] for name in _ARRAY_FIELDS}
+                md = dict(md)
+                md["action_names"] = tuple(md["action_names"])
+                recordings.append(Recording(**md, **arrays))
+    except RecordingFileError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise RecordingFileError(f"{path}: corrupt or unreadable recording file ({type(err).__name__}: {err})") \
+            from err
+    return recordings
