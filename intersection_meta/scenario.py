@@ -1,0 +1,666 @@
+"""Scenarios: strictly validated YAML descriptions of task distributions.
+
+A scenario file describes a *distribution* of tasks. Every sampled key takes one of three forms::
+
+    speed_mps: 8.0                         # fixed
+    speed_mps: [6.0, 10.0]                 # uniform range [low, high]
+    intent: {choice: [straight, left]}     # uniform choice among listed values
+
+Three kinds exist: ``intersection`` (two-vehicle crossings on highway-env), ``cartpole`` (CartPole-v1 with varied
+physics) and ``lunarlander`` (LunarLander-v3 with varied gravity and wind). See ``scenarios/*.yaml`` for
+commented examples of each.
+
+Validation is strict: unknown keys (with a "did you mean"), wrong types, out-of-range or impossible values and
+YAML errors raise :class:`ScenarioError`, whose message names the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from intersection_meta.seeding import derive_seed
+from intersection_meta.tasks import (
+    APPROACH_LANE_LENGTH_M,
+    DRIVERS,
+    ENTRIES,
+    INTENTS,
+    OBSERVATION_FEATURES,
+    CartPoleTask,
+    IntersectionSettings,
+    IntersectionTask,
+    LunarLanderTask,
+    RewardWeights,
+    Task,
+    other_distance_to_stop_m,
+)
+
+SCENARIO_VERSION = 1
+KINDS = ("intersection", "cartpole", "lunarlander")
+#: Where named scenarios live: ``<repo>/scenarios/NAME.yaml``.
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file (or override) is invalid. ``str(err)`` is one line: ``FILE: KEY.PATH: what is wrong``."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parameter distributions
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.value
+
+    def midpoint(self) -> Any:
+        return self.value
+
+    def values(self) -> tuple[Any, ...]:
+        return (self.value,)
+
+    def to_yaml(self) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+    def midpoint(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    def values(self) -> tuple[float, ...]:
+        """The extremes (enough for checks that are monotone in each parameter)."""
+        return (self.low, self.high)
+
+    def to_yaml(self) -> Any:
+        return [self.low, self.high]
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple[Any, ...]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.options[int(rng.integers(len(self.options)))]
+
+    def midpoint(self) -> Any:
+        """The medium value of a choice: the middle option for numbers, the first listed option otherwise."""
+        if all(isinstance(o, float) for o in self.options):
+            return float(np.median(self.options))
+        return self.options[0]
+
+    def values(self) -> tuple[Any, ...]:
+        return self.options
+
+    def to_yaml(self) -> Any:
+        return {"choice": list(self.options)}
+
+
+Param = Fixed | Range | Choice
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Schema: one declarative table per kind. A leaf is a _Leaf; a section is a dict of leaves.
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """How one key is validated. ``sampled`` keys may be ranges/choices; others must be fixed."""
+
+    type: str  # "float" | "int" | "bool" | "enum" | "str" | "float_pair" | "float_list" | "enum_list"
+    default: Any = None
+    required: bool = False
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    allowed: tuple[Any, ...] = ()
+    sampled: bool = False
+    help: str = ""
+
+    def describe(self) -> str:
+        if self.type == "enum":
+            what = "one of " + ", ".join(map(str, self.allowed))
+        elif self.type == "enum_list":
+            what = "a non-empty list of distinct values from " + ", ".join(map(str, self.allowed))
+        elif self.type in ("float", "int"):
+            lo = "(" if self.low_open else "["
+            hi = ")" if self.high_open else "]"
+            lo_v = "-inf" if self.low is None else f"{self.low:g}"
+            hi_v = "inf" if self.high is None else f"{self.high:g}"
+            what = f"a{'n integer' if self.type == 'int' else ' number'} in {lo}{lo_v}, {hi_v}{hi}"
+        elif self.type == "float_pair":
+            what = "a list [low, high] of two numbers with low < high"
+        elif self.type == "float_list":
+            what = "a non-empty increasing list of numbers"
+        else:
+            what = f"a {self.type}"
+        if self.sampled:
+            if self.type == "enum":
+                what += ", or {choice: [...]} of those"
+            else:
+                what += ", a range [low, high], or {choice: [...]}"
+        return what
+
+
+_SPEED = dict(low=0.0, high=20.0, low_open=True)
+_INTERSECTION_SCHEMA: dict[str, Any] = {
+    "version": _Leaf("int", required=True, low=1, high=SCENARIO_VERSION),
+    "name": _Leaf("str", required=True),
+    "kind": _Leaf("enum", required=True, allowed=KINDS),
+    "description": _Leaf("str", default=""),
+    "target_return": _Leaf("float", default=None),
+    "medium_task": _Leaf("medium", default="midpoint"),
+    "ego": {
+        "entry": _Leaf("enum", default="south", allowed=ENTRIES, sampled=True),
+        "intent": _Leaf("enum", default="left", allowed=INTENTS, sampled=True),
+        "speed_mps": _Leaf("float", default=8.0, sampled=True, **_SPEED),
+        "distance_to_stop_m": _Leaf("float", default=40.0, low=5.0, high=APPROACH_LANE_LENGTH_M, sampled=True),
+    },
+    "other": {
+        "entry": _Leaf("enum", default="north", allowed=ENTRIES, sampled=True),
+        "intent": _Leaf("enum", default="straight", allowed=INTENTS, sampled=True),
+        "driver": _Leaf("enum", default="idm", allowed=DRIVERS, sampled=True),
+        "speed_mps": _Leaf("float", default=8.0, sampled=True, **_SPEED),
+        "time_gap_s": _Leaf("float", default=0.0, low=-10.0, high=10.0, sampled=True),
+    },
+    "episode": {
+        "duration_s": _Leaf("float", default=13.0, low=1.0, high=120.0),
+        "policy_frequency_hz": _Leaf("int", default=1, low=1, high=15),
+        "simulation_frequency_hz": _Leaf("int", default=15, low=1, high=100),
+    },
+    "action": {
+        "type": _Leaf("enum", default="discrete", allowed=("discrete", "continuous")),
+        "target_speeds_mps": _Leaf("float_list", default=[0.0, 4.5, 9.0], low=0.0, high=30.0),
+    },
+    "observation": {
+        "features": _Leaf("enum_list", default=list(OBSERVATION_FEATURES), allowed=OBSERVATION_FEATURES),
+        "absolute": _Leaf("bool", default=True),
+    },
+    "reward": {
+        "collision_reward": _Leaf("float", default=-5.0, low=-100.0, high=0.0),
+        "high_speed_reward": _Leaf("float", default=1.0, low=-100.0, high=100.0),
+        "arrived_reward": _Leaf("float", default=1.0, low=0.0, high=100.0),
+        "reward_speed_range_mps": _Leaf("float_pair", default=[7.0, 9.0]),
+        "normalize_reward": _Leaf("bool", default=False),
+    },
+}
+
+_COMMON_TOP = {k: _INTERSECTION_SCHEMA[k] for k in ("version", "name", "kind", "description", "target_return",
+                                                      "medium_task")}
+_CARTPOLE_SCHEMA: dict[str, Any] = {
+    **_COMMON_TOP,
+    "physics": {
+        "pole_half_length_m": _Leaf("float", default=0.5, low=0.05, high=5.0, sampled=True),
+        "pole_mass_kg": _Leaf("float", default=0.1, low=0.0, high=10.0, low_open=True, sampled=True),
+        "cart_mass_kg": _Leaf("float", default=1.0, low=0.0, high=100.0, low_open=True, sampled=True),
+        "gravity_mps2": _Leaf("float", default=9.8, low=0.0, high=50.0, low_open=True, sampled=True),
+        "force_n": _Leaf("float", default=10.0, low=0.0, high=100.0, low_open=True, sampled=True),
+    },
+    "episode": {"max_steps": _Leaf("int", default=500, low=1, high=100_000)},
+}
+_LUNARLANDER_SCHEMA: dict[str, Any] = {
+    **_COMMON_TOP,
+    "physics": {
+        # gymnasium's LunarLander-v3 asserts -12 < gravity < 0, 0 <= wind_power <= 20, 0 <= turbulence <= 2.
+        "gravity_mps2": _Leaf("float", default=-10.0, low=-12.0, high=0.0, low_open=True, high_open=True,
+                              sampled=True),
+        "enable_wind": _Leaf("bool", default=False),
+        "wind_power": _Leaf("float", default=15.0, low=0.0, high=20.0, sampled=True),
+        "turbulence_power": _Leaf("float", default=1.5, low=0.0, high=2.0, sampled=True),
+    },
+    "action": {"continuous": _Leaf("bool", default=False)},
+    "episode": {"max_steps": _Leaf("int", default=1000, low=1, high=100_000)},
+}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "intersection": _INTERSECTION_SCHEMA,
+    "cartpole": _CARTPOLE_SCHEMA,
+    "lunarlander": _LUNARLANDER_SCHEMA,
+}
+
+
+def _did_you_mean(key: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    tail = f"; allowed keys: {', '.join(allowed)}"
+    return (f" (did you mean '{close[0]}'?)" if close else "") + tail
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+class _Validator:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ScenarioError:
+        return ScenarioError(self.source, key, message)
+
+    def scalar(self, key: str, leaf: _Leaf, v: Any) -> Any:
+        bad = self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+        if leaf.type == "bool":
+            if not isinstance(v, bool):
+                raise bad
+            return v
+        if leaf.type == "str":
+            if not isinstance(v, str) or not v.strip():
+                raise bad
+            return v
+        if leaf.type == "enum":
+            if not isinstance(v, str) or v not in leaf.allowed:
+                close = difflib.get_close_matches(str(v), [str(a) for a in leaf.allowed], n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise self.fail(key, f"got {v!r}{hint}; expected {leaf.describe()}")
+            return v
+        if leaf.type in ("float", "int"):
+            if not _is_number(v) or (leaf.type == "int" and not isinstance(v, int)):
+                raise bad
+            if isinstance(v, float) and not math.isfinite(v):
+                raise self.fail(key, f"got {v!r} (not finite); expected {leaf.describe()}")
+            too_low = leaf.low is not None and (v <= leaf.low if leaf.low_open else v < leaf.low)
+            too_high = leaf.high is not None and (v >= leaf.high if leaf.high_open else v > leaf.high)
+            if too_low or too_high:
+                raise self.fail(key, f"got {v!r}, out of range; expected {leaf.describe()}")
+            return int(v) if leaf.type == "int" else float(v)
+        raise AssertionError(leaf.type)  # internal: unknown leaf type
+
+    def leaf(self, key: str, leaf: _Leaf, v: Any) -> Any:
+        if leaf.type == "float_pair":
+            if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) and math.isfinite(x) for x in v)
+                    and v[0] < v[1]):
+                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+            return [float(x) for x in v]
+        if leaf.type == "float_list":
+            item = _Leaf("float", low=leaf.low, high=leaf.high)
+            if not isinstance(v, list) or not v:
+                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+            out = [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
+            if any(b <= a for a, b in zip(out, out[1:], strict=False)):
+                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+            return out
+        if leaf.type == "enum_list":
+            item = _Leaf("enum", allowed=leaf.allowed)
+            if not isinstance(v, list) or not v or len(set(map(str, v))) != len(v):
+                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+            return [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
+        if leaf.sampled:
+            return self.param(key, leaf, v)
+        return self.scalar(key, leaf, v)
+
+    def param(self, key: str, leaf: _Leaf, v: Any) -> Param:
+        if isinstance(v, dict):
+            if set(v) != {"choice"}:
+                extra = sorted(set(v) - {"choice"})
+                raise self.fail(key, f"unknown key(s) {extra} in a choice; write {{choice: [a, b, ...]}}")
+            opts = v["choice"]
+            if not isinstance(opts, list) or not opts:
+                raise self.fail(f"{key}.choice", f"got {opts!r}; expected a non-empty list of options "
+                                                 f"({leaf.describe()})")
+            plain = replace(leaf, sampled=False)
+            vals = tuple(self.scalar(f"{key}.choice[{i}]", plain, o) for i, o in enumerate(opts))
+            if len(set(vals)) != len(vals):
+                raise self.fail(f"{key}.choice", f"got duplicate options {list(opts)!r}")
+            return Choice(vals)
+        if isinstance(v, list):
+            if leaf.type != "float":
+                raise self.fail(key, f"got a list {v!r}; ranges are only for numbers. Use {{choice: {v!r}}}")
+            if len(v) != 2:
+                raise self.fail(key, f"got {v!r}; a range is [low, high] (two numbers)")
+            plain = replace(leaf, sampled=False)
+            lo = self.scalar(f"{key}[0]", plain, v[0])
+            hi = self.scalar(f"{key}[1]", plain, v[1])
+            if not lo < hi:
+                raise self.fail(key, f"got the empty range {v!r}; a range needs low < high "
+                                     f"(for a fixed value write a single number)")
+            return Range(lo, hi)
+        return Fixed(self.scalar(key, replace(leaf, sampled=False), v))
+
+    def section(self, prefix: str, schema: Mapping[str, Any], data: Any) -> dict[str, Any]:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.fail(prefix or "(top level)", f"got {type(data).__name__} {data!r}; expected a mapping")
+        for k in data:
+            if k not in schema:
+                raise self.fail(_join(prefix, str(k)), "unknown key" + _did_you_mean(str(k), list(schema)))
+        out: dict[str, Any] = {}
+        for k, sub in schema.items():
+            path = _join(prefix, k)
+            if isinstance(sub, dict):
+                out[k] = self.section(path, sub, data.get(k))
+                continue
+            if k not in data:
+                if sub.required:
+                    raise self.fail(path, f"missing required key; expected {sub.describe()}")
+                default = sub.default
+                out[k] = (Fixed(default) if sub.sampled else default)
+                continue
+            if sub.type == "medium":
+                out[k] = data[k]  # validated later against the parameters
+            elif sub.type == "float" and sub.default is None and data[k] is None:
+                out[k] = None
+            else:
+                out[k] = self.leaf(path, sub, data[k])
+        return out
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Scenario value
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated task distribution. Build with :func:`load_scenario` or :meth:`Scenario.from_dict`."""
+
+    name: str
+    kind: str
+    source: str
+    description: str
+    target_return: float | None
+    #: Validated, normalised sections (sampled keys are Fixed/Range/Choice), e.g. ``spec["other"]["speed_mps"]``.
+    spec: Mapping[str, Any] = field(repr=False)
+    #: The concrete medium task's sampled values, by dotted key.
+    medium_values: Mapping[str, Any] = field(repr=False)
+
+    # ---- construction --------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<dict>") -> Scenario:
+        """Validate a parsed YAML mapping. Raises :class:`ScenarioError`."""
+        if data is None:
+            raise ScenarioError(source, "", "the file is empty; expected a scenario mapping (see scenarios/*.yaml)")
+        if not isinstance(data, dict):
+            raise ScenarioError(source, "(top level)", f"got {type(data).__name__}; expected a mapping of keys")
+        kind = data.get("kind")
+        if kind is None:
+            raise ScenarioError(source, "kind", f"missing required key; expected one of {', '.join(KINDS)}")
+        if kind not in SCHEMAS:
+            raise ScenarioError(source, "kind", f"got {kind!r}" + (
+                f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(str(kind), KINDS, n=1)) else "")
+                + f"; expected one of {', '.join(KINDS)}")
+        v = _Validator(source)
+        spec = v.section("", SCHEMAS[kind], data)
+        if kind == "intersection":
+            _check_intersection(v, spec)
+        spec.pop("medium_task")
+        medium = _resolve_medium(v, spec, data.get("medium_task", "midpoint"))
+        if kind == "intersection":
+            _check_intersection_values(v, "medium_task", medium)
+        return cls(name=spec["name"], kind=kind, source=source, description=spec["description"],
+                   target_return=spec["target_return"], spec=spec, medium_values=medium)
+
+    # ---- the distribution ----------------------------------------------------------------------------------
+    def sampled_keys(self) -> dict[str, Param]:
+        """Every sampled key (dotted path) with its distribution, in schema order."""
+        return dict(_walk_params(self.spec))
+
+    def sample_values(self, rng: np.random.Generator) -> dict[str, Any]:
+        return {k: p.sample(rng) for k, p in self.sampled_keys().items()}
+
+    def sample_tasks(self, n: int, seed: int = 0) -> list[Task]:
+        """``n`` tasks; task ``i`` depends only on ``(seed, i)``, so a prefix of a larger sample is the same."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        return [self.task_from_values(self.sample_values(np.random.default_rng(derive_seed(seed, i))))
+                for i in range(n)]
+
+    def medium_task(self) -> Task:
+        """The representative task used by the Directed-* step (``medium_task:`` in the file)."""
+        return self.task_from_values(self.medium_values)
+
+    def task_from_values(self, values: Mapping[str, Any]) -> Task:
+        s = self.spec
+        if self.kind == "intersection":
+            settings = IntersectionSettings(
+                duration_s=s["episode"]["duration_s"],
+                policy_frequency_hz=s["episode"]["policy_frequency_hz"],
+                simulation_frequency_hz=s["episode"]["simulation_frequency_hz"],
+                action=s["action"]["type"],
+                target_speeds_mps=tuple(s["action"]["target_speeds_mps"]),
+                observation_features=tuple(s["observation"]["features"]),
+                observation_absolute=s["observation"]["absolute"],
+                rewards=RewardWeights(
+                    collision_reward=s["reward"]["collision_reward"],
+                    high_speed_reward=s["reward"]["high_speed_reward"],
+                    arrived_reward=s["reward"]["arrived_reward"],
+                    reward_speed_range_mps=tuple(s["reward"]["reward_speed_range_mps"]),
+                    normalize_reward=s["reward"]["normalize_reward"],
+                ),
+            )
+            return IntersectionTask(
+                scenario=self.name,
+                ego_entry=values["ego.entry"], ego_intent=values["ego.intent"],
+                ego_speed_mps=float(values["ego.speed_mps"]),
+                ego_distance_to_stop_m=float(values["ego.distance_to_stop_m"]),
+                other_entry=values["other.entry"], other_intent=values["other.intent"],
+                other_driver=values["other.driver"], other_speed_mps=float(values["other.speed_mps"]),
+                time_gap_s=float(values["other.time_gap_s"]), settings=settings,
+            )
+        if self.kind == "cartpole":
+            return CartPoleTask(
+                scenario=self.name,
+                **{k.split(".", 1)[1]: float(v) for k, v in values.items()},
+                max_episode_steps=s["episode"]["max_steps"],
+            )
+        return LunarLanderTask(
+            scenario=self.name,
+            **{k.split(".", 1)[1]: float(v) for k, v in values.items()},
+            enable_wind=s["physics"]["enable_wind"],
+            continuous=s["action"]["continuous"],
+            max_episode_steps=s["episode"]["max_steps"],
+        )
+
+    # ---- serialisation -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario as a plain mapping that :meth:`from_dict` accepts (round trip)."""
+
+        def plain(section: Any) -> Any:
+            if isinstance(section, dict):
+                return {k: plain(v) for k, v in section.items()}
+            if isinstance(section, Fixed | Range | Choice):
+                return section.to_yaml()
+            return section
+
+        out = plain(dict(self.spec))
+        out["medium_task"] = _nest(self.medium_values)
+        if out.get("target_return") is None:
+            out.pop("target_return", None)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _walk_params(spec: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Param]]:
+    for k, v in spec.items():
+        path = _join(prefix, k)
+        if isinstance(v, dict):
+            yield from _walk_params(v, path)
+        elif isinstance(v, Fixed | Range | Choice):
+            yield path, v
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        head, tail = k.split(".", 1)
+        out.setdefault(head, {})[tail] = v
+    return out
+
+
+def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[str, Any]:
+    params = dict(_walk_params(spec))
+    medium = {k: p.midpoint() for k, p in params.items()}
+    if raw == "midpoint":
+        return medium
+    if not isinstance(raw, dict):
+        raise v.fail("medium_task", f"got {raw!r}; expected 'midpoint' or a mapping of concrete values, e.g. "
+                                    f"{{other: {{speed_mps: 7.5}}}} (unlisted keys take their midpoint)")
+    sections = sorted({k.split(".")[0] for k in params})
+    for sec, sub in raw.items():
+        if sec not in sections:
+            raise v.fail(f"medium_task.{sec}", "unknown key" + _did_you_mean(str(sec), sections))
+        if not isinstance(sub, dict):
+            raise v.fail(f"medium_task.{sec}", f"got {sub!r}; expected a mapping of concrete values")
+        keys = [k.split(".", 1)[1] for k in params if k.startswith(sec + ".")]
+        for key, value in sub.items():
+            dotted = f"{sec}.{key}"
+            if dotted not in params:
+                raise v.fail(f"medium_task.{dotted}", "unknown key" + _did_you_mean(str(key), keys))
+            leaf = SCHEMAS[spec["kind"]][sec][key]
+            medium[dotted] = v.scalar(f"medium_task.{dotted}", replace(leaf, sampled=False), value)
+    return medium
+
+
+def _check_intersection(v: _Validator, spec: Mapping[str, Any]) -> None:
+    """Cross-key checks that single keys cannot express (every combination the ranges allow)."""
+    ego, other = spec["ego"], spec["other"]
+    shared = set(ego["entry"].values()) & set(other["entry"].values())
+    if shared:
+        raise v.fail("other.entry", f"the other vehicle can enter from {sorted(shared)}, the ego's approach too; "
+                                    "both vehicles on one approach is not a crossing. Use different entries")
+    # The other vehicle's start distance d_o = v_o * (d_e / v_e + gap) is monotone in each parameter, so its
+    # extremes over the box of ranges are at the corners.
+    import itertools
+
+    for ve, de, vo, gap in itertools.product(ego["speed_mps"].values(), ego["distance_to_stop_m"].values(),
+                                             other["speed_mps"].values(), other["time_gap_s"].values()):
+        _check_intersection_values(v, "other.time_gap_s", {
+            "ego.speed_mps": ve, "ego.distance_to_stop_m": de, "other.speed_mps": vo, "other.time_gap_s": gap})
+    lo, hi = spec["reward"]["reward_speed_range_mps"]
+    if hi > 40:
+        raise v.fail("reward.reward_speed_range_mps", f"got [{lo}, {hi}]; speeds above 40 m/s are unreachable")
+
+
+def _check_intersection_values(v: _Validator, key: str, values: Mapping[str, Any]) -> None:
+    d_o = other_distance_to_stop_m(values["ego.speed_mps"], values["ego.distance_to_stop_m"],
+                                   values["other.speed_mps"], values["other.time_gap_s"])
+    if not 0.0 <= d_o <= APPROACH_LANE_LENGTH_M:
+        raise v.fail(key, (
+            f"with ego speed {values['ego.speed_mps']:g} m/s at {values['ego.distance_to_stop_m']:g} m, other speed "
+            f"{values['other.speed_mps']:g} m/s and gap {values['other.time_gap_s']:g} s the other vehicle would start "
+            f"{d_o:.1f} m before its stop line, outside its {APPROACH_LANE_LENGTH_M:g} m approach lane; allowed: "
+            f"0 <= other.speed_mps * (ego.distance_to_stop_m / ego.speed_mps + other.time_gap_s) <= "
+            f"{APPROACH_LANE_LENGTH_M:g} for every combination of the ranges"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def scenario_path(name_or_path: str | Path) -> Path:
+    """A name resolves to ``scenarios/NAME.yaml``; anything with a suffix or a separator is a path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p
+    return SCENARIO_DIR / f"{name_or_path}.yaml"
+
+
+def available_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely; errors become :class:`ScenarioError` naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(str(path), "", "no such file") from None
+    except OSError as exc:
+        raise ScenarioError(str(path), "", f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(str(path), "", f"YAML syntax error at {where}{problem}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"other.speed_mps=[6,9]"`` -> ``("other.speed_mps", [6, 9])``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ScenarioError(f"--set {text}", "", "expected KEY.PATH=VALUE, e.g. --set other.speed_mps=[6,9]")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ScenarioError(f"--set {text}", key, f"cannot parse value {raw!r} as YAML") from None
+    return key, value
+
+
+def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
+    """Return a copy of the raw mapping with each ``KEY.PATH=VALUE`` override applied (validated later)."""
+    if not overrides:
+        return data
+    if not isinstance(data, dict):
+        return data
+    import copy
+
+    data = copy.deepcopy(data)
+    kind = data.get("kind")
+    schema = SCHEMAS.get(kind, _INTERSECTION_SCHEMA)
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node: Any = data
+        sub: Any = schema
+        for i, part in enumerate(parts):
+            where = ".".join(parts[: i + 1])
+            if not isinstance(sub, dict) or part not in sub:
+                allowed = list(sub) if isinstance(sub, dict) else []
+                raise ScenarioError(f"--set {text}", where, "unknown key" + _did_you_mean(part, allowed))
+            if i == len(parts) - 1:
+                if isinstance(sub[part], dict):
+                    raise ScenarioError(f"--set {text}", where, f"is a section; set one of its keys: "
+                                                                f"{', '.join(sub[part])}")
+                node[part] = value
+            else:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node, sub = node[part], sub[part]
+    return data
+
+
+def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Load and validate a scenario by name (``scenarios/NAME.yaml``) or path, with optional overrides.
+
+    Raises:
+        ScenarioError: naming the file, the key path and what is allowed.
+    """
+    path = scenario_path(name_or_path)
+    if not path.exists() and path.parent == SCENARIO_DIR:
+        names = available_scenarios()
+        raise ScenarioError(str(name_or_path), "", "no scenario of that name"
+                            + _did_you_mean(str(name_or_path), names).replace("allowed keys", "available"))
+    data = read_yaml(path)
+    source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides, source)
+        source = f"{path} (with --set {' '.join(overrides)})"
+    return Scenario.from_dict(data, source=source)
