@@ -1,0 +1,408 @@
+"""The reference two-vehicle intersection environment, built on highway-env's ``IntersectionEnv``.
+
+Everything that maps the package's task vocabulary (entries, intents, drivers) onto highway-env's road
+network (node names ``o{k}``, ``ir{k}``, ``il{k}``) lives in this module; magic node strings never leave
+``intersection_meta.envs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from highway_env.envs.common.action import ContinuousAction
+from highway_env.envs.intersection_env import IntersectionEnv
+from highway_env.road.road import Road
+from highway_env.vehicle.behavior import IDMVehicle
+from highway_env.vehicle.controller import ControlledVehicle
+from highway_env.vehicle.kinematics import Vehicle
+
+from intersection_meta.tasks import (
+    APPROACH_LANE_LENGTH_M,
+    DRIVERS,
+    INTENTS,
+    OBSERVATION_FEATURES,
+    IntersectionTask,
+)
+
+#: Index ``k`` of each entry in highway-env's road network (``o{k}`` outer node, ``ir{k}`` inner node).
+ENTRY_INDEX: dict[str, int] = {"south": 0, "west": 1, "north": 2, "east": 3}
+
+#: Exit index offset per intent (right-hand traffic): exit node is ``o{(k + offset) % 4}``.
+_INTENT_EXIT_OFFSET: dict[str, int] = {"right": -1, "straight": 2, "left": 1}
+
+#: Normalisation ranges of the Kinematics observation (mapped onto [-1, 1], then clipped).
+FEATURES_RANGE: dict[str, list[float]] = {"x": [-100, 100], "y": [-100, 100], "vx": [-20, 20], "vy": [-20, 20]}
+
+#: Acceleration range of the continuous action [m/s^2]: an action a in [-1, 1] commands 5 * a m/s^2.
+CONTINUOUS_ACCELERATION_RANGE_MPS2: tuple[float, float] = (-5.0, 5.0)
+
+#: Distance along its exit lane at which a vehicle counts as arrived (highway-env's ``has_arrived``) [m].
+ARRIVAL_DISTANCE_M = 25.0
+
+#: Number of vehicles on the road (ego + other) and rows of the observation.
+VEHICLES_COUNT = 2
+
+#: The task used when the env is built without one (e.g. ``gym.make(ENV_ID)``): a left turn against
+#: an oncoming IDM driver arriving 0.5 s after the ego.
+DEFAULT_TASK = IntersectionTask("default", "south", "left", 8.0, 40.0, "north", "straight", "idm", 9.0, 0.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Task vocabulary -> road network
+# --------------------------------------------------------------------------------------------------
+
+
+def entry_index(entry: str) -> int:
+    """Index ``k`` of an entry (south 0, west 1, north 2, east 3)."""
+    if entry not in ENTRY_INDEX:
+        raise ValueError(f"unknown entry {entry!r}; allowed: {sorted(ENTRY_INDEX)}")
+    return ENTRY_INDEX[entry]
+
+
+def approach_lane_index(entry: str) -> tuple[str, str, int]:
+    """highway-env lane index of the 100 m approach lane of ``entry``; its end (s = 100 m) is the stop line."""
+    k = entry_index(entry)
+    return (f"o{k}", f"ir{k}", 0)
+
+
+def destination_node(entry: str, intent: str) -> str:
+    """Exit node reached from ``entry`` with ``intent``: right ``o{k-1}``, straight ``o{k+2}``, left ``o{k+1}``."""
+    if intent not in _INTENT_EXIT_OFFSET:
+        raise ValueError(f"unknown intent {intent!r}; allowed: {sorted(_INTENT_EXIT_OFFSET)}")
+    return f"o{(entry_index(entry) + _INTENT_EXIT_OFFSET[intent]) % 4}"
+
+
+def validate_task(task: IntersectionTask) -> None:
+    """Raise ``ValueError`` (or ``TypeError``) if ``task`` cannot be simulated; names the offending field."""
+    if not isinstance(task, IntersectionTask):
+        raise TypeError(f"expected an IntersectionTask, got {type(task).__name__}")
+    entry_index(task.ego_entry)
+    entry_index(task.other_entry)
+    for name in ("ego_intent", "other_intent"):
+        if getattr(task, name) not in INTENTS:
+            raise ValueError(f"{name}={getattr(task, name)!r}; allowed: {list(INTENTS)}")
+    if task.other_driver not in DRIVERS:
+        raise ValueError(f"other_driver={task.other_driver!r}; allowed: {list(DRIVERS)}")
+    if task.ego_entry == task.other_entry:
+        raise ValueError(f"ego and other share the entry {task.ego_entry!r}; they must differ")
+    if not task.ego_speed_mps > 0:
+        raise ValueError(f"ego_speed_mps must be > 0 (it defines the time gap), got {task.ego_speed_mps}")
+    if task.other_speed_mps < 0:
+        raise ValueError(f"other_speed_mps must be >= 0, got {task.other_speed_mps}")
+    if task.ego_distance_to_stop_m < 0:
+        raise ValueError(f"ego_distance_to_stop_m must be >= 0, got {task.ego_distance_to_stop_m}")
+    s = task.settings
+    if s.action not in ("discrete", "continuous"):
+        raise ValueError(f"settings.action={s.action!r}; allowed: ['continuous', 'discrete']")
+    unknown = [f for f in s.observation_features if f not in OBSERVATION_FEATURES]
+    if unknown or not s.observation_features:
+        raise ValueError(
+            f"settings.observation_features has unknown features {unknown} (or is empty); "
+            f"allowed: {list(OBSERVATION_FEATURES)}"
+        )
+    if len(s.target_speeds_mps) < 2 or list(s.target_speeds_mps) != sorted(s.target_speeds_mps):
+        raise ValueError(f"settings.target_speeds_mps must be >= 2 increasing speeds, got {s.target_speeds_mps}")
+    if s.policy_frequency_hz <= 0 or s.simulation_frequency_hz % s.policy_frequency_hz != 0:
+        raise ValueError(
+            "settings.simulation_frequency_hz must be a positive multiple of policy_frequency_hz, got "
+            f"{s.simulation_frequency_hz} and {s.policy_frequency_hz}"
+        )
+    if s.duration_s <= 0:
+        raise ValueError(f"settings.duration_s must be > 0, got {s.duration_s}")
+
+
+def build_config(task: IntersectionTask) -> dict[str, Any]:
+    """The complete highway-env config of ``task`` (the ONE place a task becomes a highway-env config).
+
+    Every nested sub-dict is given whole, because highway-env's ``configure`` is a shallow ``dict.update``.
+    """
+    validate_task(task)
+    s = task.settings
+    w = s.rewards
+    if s.action == "discrete":
+        action = {
+            "type": "DiscreteMetaAction",
+            "longitudinal": True,
+            "lateral": False,
+            "target_speeds": [float(v) for v in s.target_speeds_mps],
+        }
+    else:
+        action = {
+            "type": "ContinuousAction",
+            "longitudinal": True,
+            "lateral": False,
+            "acceleration_range": list(CONTINUOUS_ACCELERATION_RANGE_MPS2),
+            # The ego cannot reverse; it may exceed the top target speed only by the clip's lag.
+            "speed_range": [0.0, float(max(s.target_speeds_mps))],
+            "dynamical": False,
+            "clip": True,
+        }
+    return {
+        "observation": {
+            "type": "Kinematics",
+            "vehicles_count": VEHICLES_COUNT,
+            "features": list(s.observation_features),
+            "features_range": {k: list(v) for k, v in FEATURES_RANGE.items()},
+            "absolute": bool(s.observation_absolute),
+            "normalize": True,
+            "clip": True,
+            "flatten": False,
+            "observe_intentions": False,
+            # The other vehicle is observed wherever it is (highway-env's default hides vehicles more
+            # than 10 m behind the ego along the ego's lane, which makes the other flicker in and out).
+            "see_behind": True,
+        },
+        "action": action,
+        "duration": float(s.duration_s),
+        "policy_frequency": int(s.policy_frequency_hz),
+        "simulation_frequency": int(s.simulation_frequency_hz),
+        "destination": destination_node(task.ego_entry, task.ego_intent),
+        "controlled_vehicles": 1,
+        "initial_vehicle_count": 0,
+        "spawn_probability": 0.0,
+        "collision_reward": float(w.collision_reward),
+        "high_speed_reward": float(w.high_speed_reward),
+        "arrived_reward": float(w.arrived_reward),
+        "reward_speed_range": [float(v) for v in w.reward_speed_range_mps],
+        "normalize_reward": bool(w.normalize_reward),
+        "offroad_terminal": False,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Vehicles
+# --------------------------------------------------------------------------------------------------
+
+
+class _IntersectionIDMVehicle(IDMVehicle):
+    """IDM driver with the values stock ``IntersectionEnv._make_vehicles`` would set on ``IDMVehicle``
+    globally; here they are this private subclass's own class attributes, so nothing else changes.
+
+    Other constants are IDMVehicle's: TIME_WANTED 1.5 s, DELTA 4, ACC_MAX 6 m/s^2.
+    """
+
+    DISTANCE_WANTED = 7.0  # [m] jam distance
+    COMFORT_ACC_MAX = 6.0  # [m/s^2]
+    COMFORT_ACC_MIN = -3.0  # [m/s^2]
+
+
+class _RouteFollowingVehicle(ControlledVehicle):
+    """Ego vehicle for the continuous action: steers along its route with ControlledVehicle's lateral
+    controller, while the longitudinal acceleration is the agent's command, held until the next command.
+
+    (highway-env's ContinuousAction uses a plain ``Vehicle``, which cannot follow a turning route when
+    steering is not part of the action.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commanded_acceleration_mps2 = 0.0
+
+    def act(self, action: dict | str | None = None) -> None:
+        if isinstance(action, dict):
+            self.commanded_acceleration_mps2 = float(action["acceleration"])
+        self.follow_road()
+        steering = float(np.clip(self.steering_control(self.target_lane_index), -self.MAX_STEERING_ANGLE,
+                                 self.MAX_STEERING_ANGLE))
+        Vehicle.act(self, {"steering": steering, "acceleration": self.commanded_acceleration_mps2})
+
+
+class _LongitudinalContinuousAction(ContinuousAction):
+    """highway-env's ContinuousAction (longitudinal only) driving a :class:`_RouteFollowingVehicle`."""
+
+    @property
+    def vehicle_class(self) -> type:
+        return _RouteFollowingVehicle
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------------
+
+
+class TwoVehicleIntersectionEnv(IntersectionEnv):
+    """An ego vehicle crossing highway-env's four-way intersection with exactly one other vehicle.
+
+    ## Description
+    A subclass of highway-env's ``IntersectionEnv`` (1.12.1) built from an
+    :class:`~intersection_meta.tasks.IntersectionTask`. The road is highway-env's intersection: four 100 m
+    approach lanes ``("o{k}", "ir{k}", 0)`` whose end (s = 100 m) is the stop line, with k = 0 south,
+    1 west, 2 north, 3 east; from entry k a right turn exits at ``o{(k-1)%4}``, straight at
+    ``o{(k+2)%4}``, a left turn at ``o{(k+1)%4}``. The ego controls only its longitudinal motion and
+    steers along its planned route automatically. No traffic is ever spawned.
+
+    Differences from stock ``IntersectionEnv`` (deliberate, all documented here):
+
+    * exactly two vehicles, placed by the task (no random traffic, no challenger, no "prevent early
+      collisions" removal, no ``_spawn_vehicle`` call in ``step``);
+    * the road is a plain ``Road``, not ``RegulatedRoad``: highway-env's right-of-way enforcement (which
+      makes non-ego ControlledVehicles stop on a predicted conflict, then resume at the lane speed limit
+      of 10 m/s) is off, so the other vehicle keeps its own target speed;
+    * the IDM driver is a private ``IDMVehicle`` subclass (no process-wide class-attribute changes, no
+      ``randomize_behavior``); the observation sees the other vehicle even behind the ego
+      (``see_behind=True``); the observation is returned flat.
+
+    ## Action Space
+    ``settings.action == "discrete"``: ``Discrete(3)``, highway-env's DiscreteMetaAction, longitudinal only:
+    0 SLOWER, 1 IDLE, 2 FASTER. SLOWER/FASTER set the target speed to
+    ``target_speeds[clip(i(speed) -/+ 1)]`` where ``i(v) = clip(round((v - ts[0]) / (ts[-1] - ts[0]) * (n-1)),
+    0, n-1)`` (nearest index on a uniform grid) of the CURRENT speed; IDLE keeps the target. The speed is
+    tracked by ``a = (target - speed) / 0.6 s``.
+    ``settings.action == "continuous"``: ``Box(-1, 1, (1,), float32)``, acceleration ``5 * a`` m/s^2, held
+    for the whole decision step; speed is kept in ``[0, max(target_speeds)]`` by highway-env's soft clip.
+
+    ## Observation Space
+    ``Box(-1, 1, (2 * F,), float32)`` with F = ``len(settings.observation_features)``: the flattened 2 x F
+    Kinematics table, row 0 the ego, row 1 the other vehicle (zeros once it has been removed, see below,
+    or if it is 200 m or more away). x, y (world frame if ``settings.observation_absolute``, else relative
+    to the ego) are divided by 100 m, vx, vy (relative likewise) by 20 m/s, then clipped to [-1, 1];
+    presence is 1, cos_h/sin_h are the heading's cosine/sine. Flattening is done inside this env.
+
+    ## Rewards
+    highway-env's intersection reward with the task's weights: if the ego has arrived, ``arrived_reward``;
+    else ``collision_reward * crashed + high_speed_reward * clip(lmap(speed, reward_speed_range, [0, 1]), 0, 1)
+    + arrived_reward * arrived`` (arrived is 0 here); times ``on_road`` (1 while the ego is on its lane);
+    optionally mapped from ``[collision_reward, arrived_reward]`` to ``[0, 1]`` (``normalize_reward``).
+    The terms are in ``info["rewards"]``.
+
+    ## Starting State
+    Ego on ``("o{k}", "ir{k}", 0)`` of its entry at s = ``100 - ego_distance_to_stop_m``, heading along the
+    lane, speed ``ego_speed_mps``, route planned to its exit. Discrete: an ``MDPVehicle`` whose initial
+    target speed is highway-env's default, ``target_speeds[i(ego_speed_mps)]`` (nearest target speed).
+    Continuous: a route-following vehicle with commanded acceleration 0 until the first action.
+    Other on its entry's approach lane at s = ``100 - other_distance_to_stop_m`` (may be negative: the
+    lane is extrapolated), speed ``other_speed_mps``, route planned to its exit, target speed = its
+    initial speed. ``"idm"``: IDMVehicle with DISTANCE_WANTED 7 m, COMFORT_ACC_MAX 6, COMFORT_ACC_MIN -3
+    (target speed clipped to the 10 m/s lane limit inside IDM, no lane changes, no randomisation).
+    ``"constant_speed"``: ``ControlledVehicle`` tracking its initial speed along its route, blind to the ego.
+    ``road.vehicles == [ego, other]`` in this order. The state is deterministic (no randomness is used).
+
+    Per ``step(action)``, in order (this is what a re-implementation must replicate):
+
+    1. ``time += 1 / policy_frequency``.
+    2. For each of ``F = simulation_frequency // policy_frequency`` frames (dt = 1 / simulation_frequency):
+       a. frame 0 of the step only: the action is applied to the ego (``action_type.act``: target speed
+          update for discrete, commanded acceleration for continuous);
+       b. ``road.act()``: each vehicle in ``[ego, other]`` order computes its steering/acceleration
+          (ControlledVehicle: ``follow_road`` then lane-following steering and ``(target - v) / 0.6``;
+          IDM: ``follow_road``, steering, then IDM acceleration w.r.t. the front vehicle on its CURRENT
+          lane, clipped to +-6 m/s^2; crashed IDM vehicles keep their previous action);
+       c. ``road.step(dt)``: each vehicle integrates its kinematic bicycle model (crashed vehicles brake
+          with ``a = -speed`` and zero steering), updates its closest lane; then collision checks for the
+          pair (ego, other): intersecting rectangles => both ``crashed``; predicted intersection after
+          dt => an impact displacement applied at the next frame.
+    3. Observation, reward, ``terminated`` (ego crashed or ego arrived: on an ``il* -> o*`` exit lane with
+       s >= 25 m) and ``truncated`` (``time >= duration``) are computed, then ``info``.
+    4. ``_clear_vehicles``: the other vehicle is removed from the road once it is on an exit lane with
+       s >= 100 - 4 * 5 = 80 m (highway-env's semantics, kept), so it is absent from LATER observations.
+    5. No vehicle is spawned.
+
+    ## Episode End
+    Terminated when the ego crashes or arrives; truncated when ``time >= duration_s`` (no TimeLimit
+    wrapper; a crash/arrival at the last step is both).
+
+    ## Arguments
+    ``TwoVehicleIntersectionEnv(task=None, render_mode=None)``: ``task`` an ``IntersectionTask``
+    (``DEFAULT_TASK`` if None); ``render_mode`` None, ``"rgb_array"`` or ``"human"``.
+    ``reset(seed=..., options={"task": other_task})`` switches to another task (same settings shape
+    recommended: the spaces follow the task). Registered as ``intersection_meta/TwoVehicleIntersection-v0``.
+
+    ``info`` (reset and every step): ``crashed`` (bool, ego), ``arrived`` (bool, ego), ``rewards``
+    (dict of floats), ``speed`` (ego, m/s), ``action``, ``agents_rewards``/``agents_terminated`` (steps).
+    """
+
+    def __init__(self, task: IntersectionTask | None = None, render_mode: str | None = None) -> None:
+        task = DEFAULT_TASK if task is None else task
+        config = build_config(task)
+        self.task = task
+        super().__init__(config=config, render_mode=render_mode)
+
+    # --- spaces ------------------------------------------------------------------------------------
+
+    def define_spaces(self) -> None:
+        super().define_spaces()
+        if type(self.action_type) is ContinuousAction:
+            self.action_type = _LongitudinalContinuousAction(self, **self.config["action"])
+            self.action_space = self.action_type.space()
+        n_features = len(self.config["observation"]["features"])
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(VEHICLES_COUNT * n_features,), dtype=np.float32)
+
+    # --- scene -------------------------------------------------------------------------------------
+
+    def _make_road(self) -> None:
+        super()._make_road()
+        regulated = self.road
+        self.road = Road(
+            network=regulated.network,
+            np_random=self.np_random,
+            record_history=self.config["show_trajectories"],
+            neighbour_vehicles_connected_lanes=self.config["neighbour_vehicles_connected_lanes"],
+        )
+
+    def _make_vehicles(self, n_vehicles: int = 0) -> None:
+        del n_vehicles  # exactly two vehicles, always
+        task = self.task
+        road = self.road
+
+        ego_lane_index = approach_lane_index(task.ego_entry)
+        ego_lane = road.network.get_lane(ego_lane_index)
+        ego_s = APPROACH_LANE_LENGTH_M - task.ego_distance_to_stop_m
+        ego = self.action_type.vehicle_class(
+            road, ego_lane.position(ego_s, 0.0), heading=ego_lane.heading_at(ego_s), speed=task.ego_speed_mps
+        )
+        ego.plan_route_to(destination_node(task.ego_entry, task.ego_intent))
+
+        other_class = _IntersectionIDMVehicle if task.other_driver == "idm" else ControlledVehicle
+        other = other_class.make_on_lane(
+            road,
+            approach_lane_index(task.other_entry),
+            longitudinal=APPROACH_LANE_LENGTH_M - task.other_distance_to_stop_m,
+            speed=task.other_speed_mps,
+        )
+        other.target_speed = float(task.other_speed_mps)
+        if isinstance(other, IDMVehicle):
+            other.enable_lane_change = False  # single-lane roads: MOBIL could never act anyway
+        other.plan_route_to(destination_node(task.other_entry, task.other_intent))
+
+        road.vehicles = [ego, other]
+        self.controlled_vehicles = [ego]
+
+    # --- gymnasium API -----------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Reset; ``options={"task": IntersectionTask}`` switches task first (no other option is accepted)."""
+        if options:
+            unknown = set(options) - {"task"}
+            if unknown:
+                raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: ['task']")
+            task = options["task"]
+            self.configure(build_config(task))
+            self.task = task
+        obs, info = super().reset(seed=seed, options=None)
+        return self._flatten(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """One decision step; see the class docstring for the exact order of operations."""
+        obs, reward, terminated, truncated, info = super(IntersectionEnv, self).step(action)
+        self._clear_vehicles()
+        return self._flatten(obs), float(reward), bool(terminated), bool(truncated), info
+
+    def _info(self, obs: Any, action: Any = None) -> dict:
+        info = super()._info(obs, action)
+        info["crashed"] = bool(self.vehicle.crashed)
+        info["arrived"] = bool(self.has_arrived(self.vehicle, ARRIVAL_DISTANCE_M))
+        info["speed"] = float(self.vehicle.speed)
+        info["rewards"] = {k: float(v) for k, v in info["rewards"].items()}
+        return info
+
+    @staticmethod
+    def _flatten(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32).reshape(-1)
+
+
+def with_settings(task: IntersectionTask, **changes: Any) -> IntersectionTask:
+    """A copy of ``task`` with some ``settings`` fields replaced (convenience for tests and tools)."""
+    return dataclasses.replace(task, settings=dataclasses.replace(task.settings, **changes))
