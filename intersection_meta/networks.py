@@ -1,0 +1,158 @@
+"""Networks: functional categorical / Gaussian MLP policies for meta-learning.
+
+Every policy is an ordinary ``nn.Module`` whose ``forward(obs)`` returns a ``torch.distributions.Distribution``.
+For meta-learning, :meth:`distribution` also accepts an explicit ``params`` mapping (name -> tensor) and evaluates
+the same network with those tensors through :func:`torch.func.functional_call`, so adapted parameters are plain
+tensors in an autograd graph and the module itself is never copied or mutated.
+
+Observations are flat: ``obs`` has shape ``[..., obs_dim]`` (rollouts flatten multi-dimensional observations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.func import functional_call
+
+#: A policy's parameters by name, as returned by :func:`params_of` (``nn.Module.named_parameters`` names).
+Params = dict[str, Tensor]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def params_of(module: nn.Module) -> Params:
+    """The module's parameters by name (the live ``nn.Parameter`` objects, not copies)."""
+    return dict(module.named_parameters())
+
+
+def _mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str, out_gain: float) -> nn.Sequential:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; allowed: {sorted(ACTIVATIONS)}")
+    if in_dim < 1 or out_dim < 1 or any(int(h) < 1 for h in hidden):
+        raise ValueError(f"layer sizes must be positive, got in={in_dim}, hidden={tuple(hidden)}, out={out_dim}")
+    layers: list[nn.Module] = []
+    sizes = [in_dim, *[int(h) for h in hidden]]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        linear = nn.Linear(a, b)
+        nn.init.orthogonal_(linear.weight, gain=float(np.sqrt(2.0)))
+        nn.init.zeros_(linear.bias)
+        layers += [linear, ACTIVATIONS[activation]()]
+    head = nn.Linear(sizes[-1], out_dim)
+    # A small output layer starts the policy near uniform / near zero-mean (cleanrl, SB3 convention).
+    nn.init.orthogonal_(head.weight, gain=out_gain)
+    nn.init.zeros_(head.bias)
+    layers.append(head)
+    return nn.Sequential(*layers)
+
+
+class _FunctionalPolicy(nn.Module):
+    """Shared functional call path: ``distribution(obs, params)``."""
+
+    def distribution(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> Distribution:
+        """Action distribution at ``obs`` (``[..., obs_dim]``), with the module's own parameters or ``params``.
+
+        Args:
+            obs: Flat observations, any leading batch shape.
+            params: Optional name -> tensor mapping (same names as :func:`params_of`); missing names fall back
+                to the module's own parameters.
+
+        Returns:
+            A distribution with batch shape ``obs.shape[:-1]``.
+        """
+        if params is None:
+            return self(obs)
+        return functional_call(self, dict(params), (obs,))
+
+
+class CategoricalMLP(_FunctionalPolicy):
+    """MLP policy over ``n_actions`` discrete actions: ``pi(a|s) = softmax(MLP(s))_a``."""
+
+    def __init__(
+        self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh"
+    ) -> None:
+        super().__init__()
+        self.obs_dim = int(obs_dim)
+        self.n_actions = int(n_actions)
+        self.logits_net = _mlp(self.obs_dim, self.n_actions, hidden, activation, out_gain=0.01)
+
+    def forward(self, obs: Tensor) -> Categorical:
+        return Categorical(logits=self.logits_net(obs))
+
+
+class GaussianMLP(_FunctionalPolicy):
+    """Diagonal Gaussian policy ``N(MLP(s), diag(exp(log_std))^2)`` with a state-independent ``log_std``."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if init_std <= 0:
+            raise ValueError(f"init_std must be positive, got {init_std}")
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+        self.mean_net = _mlp(self.obs_dim, self.act_dim, hidden, activation, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((self.act_dim,), float(np.log(init_std))))
+
+    def forward(self, obs: Tensor) -> Independent:
+        mean = self.mean_net(obs)
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+
+
+def sample_actions(
+    dist: Distribution, generator: torch.Generator | None = None, deterministic: bool = False
+) -> Tensor:
+    """Draw actions from a policy distribution with an explicit ``torch.Generator``.
+
+    ``Distribution.sample`` cannot take a generator, so sampling is written out here: categorical by
+    ``torch.multinomial``, Gaussian by ``mean + std * eps``. ``deterministic`` returns the mode (argmax / mean).
+
+    Raises:
+        TypeError: for a distribution type other than ``Categorical`` or ``Independent(Normal)``.
+    """
+    if isinstance(dist, Categorical):
+        if deterministic:
+            return dist.probs.argmax(dim=-1)
+        probs = dist.probs.reshape(-1, dist.probs.shape[-1])
+        return torch.multinomial(probs, 1, generator=generator).reshape(dist.batch_shape)
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        mean, std = dist.base_dist.loc, dist.base_dist.scale
+        if deterministic:
+            return mean.clone()
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + std * eps
+    raise TypeError(f"cannot sample from {type(dist).__name__}; expected Categorical or Independent(Normal)")
+
+
+def build_policy(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    init_std: float = 1.0,
+) -> CategoricalMLP | GaussianMLP:
+    """A policy for single (not batched) spaces: ``CategoricalMLP`` for ``Discrete``, ``GaussianMLP`` for ``Box``.
+
+    The observation space must be a ``Box``; its shape is flattened to ``obs_dim``.
+
+    Raises:
+        ValueError: for an unsupported observation or action space.
+    """
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise ValueError(f"observation space must be a Box, got {observation_space}")
+    obs_dim = int(np.prod(observation_space.shape))
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden, activation=activation)
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianMLP(obs_dim, int(action_space.shape[0]), hidden=hidden, activation=activation,
+                           init_std=init_std)
+    raise ValueError(f"action space must be Discrete or a 1-D Box, got {action_space}")

@@ -1,0 +1,214 @@
+"""Policy-gradient estimators: discounted returns, GAE, a linear feature baseline and surrogate losses.
+
+All functions are pure and work on padded ``[T, B]`` tensors with a ``mask`` (1 for valid steps), as produced by
+:func:`intersection_meta.rollout.collect_episodes`. The outer (meta) objective is the plain policy-gradient
+surrogate on post-adaptation episodes; the MAML paper's TRPO outer step is not implemented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from intersection_meta.rollout import Episodes
+
+#: Time features use ``t / TIME_SCALE`` (Duan et al. 2016 / rllab convention).
+TIME_SCALE = 100.0
+
+
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """Reward-to-go ``G_t = sum_{k >= t} gamma^(k - t) * m_k * r_k`` per episode; zero on padded steps.
+
+    Args:
+        rewards: ``[T, B]`` rewards.
+        mask: ``[T, B]`` 1 for valid steps (each episode's valid steps are a prefix).
+        gamma: Discount factor.
+
+    Returns:
+        ``[T, B]`` discounted returns (no bootstrapping: see :func:`gae` for truncated episodes).
+
+    >>> discounted_returns(torch.tensor([[1.0], [1.0], [1.0]]), torch.ones(3, 1), 0.5).flatten().tolist()
+    [1.75, 1.5, 1.0]
+    """
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = (rewards[t] + gamma * running) * mask[t]
+        returns[t] = running
+    return returns
+
+
+def baseline_features(obs: Tensor, time_steps: Tensor) -> Tensor:
+    """Linear-baseline features ``[s, s^2, u, u^2, u^3, 1]`` with ``u = t / 100`` (Duan et al. 2016).
+
+    Args:
+        obs: ``[..., obs_dim]`` observations.
+        time_steps: ``[...]`` time index of each observation within its episode.
+
+    Returns:
+        ``[..., 2 * obs_dim + 4]`` features.
+    """
+    u = (time_steps.to(obs.dtype) / TIME_SCALE).unsqueeze(-1)
+    return torch.cat([obs, obs * obs, u, u * u, u * u * u, torch.ones_like(u)], dim=-1)
+
+
+def _step_features(episodes: Episodes) -> tuple[Tensor, Tensor]:
+    """Features of every step ``[T, B, F]`` and of every ``last_obs`` ``[B, F]`` (float64)."""
+    obs = episodes.obs.to(torch.float64)
+    horizon, n = obs.shape[:2]
+    t = torch.arange(horizon, dtype=torch.float64).unsqueeze(1).expand(horizon, n)
+    steps = baseline_features(obs, t)
+    last = baseline_features(episodes.last_obs.to(torch.float64), episodes.lengths.to(torch.float64))
+    return steps, last
+
+
+def fit_linear_baseline(episodes: Episodes, gamma: float, reg: float = 1e-5, max_tries: int = 5) -> Tensor:
+    """Least-squares weights ``w = (X^T X + reg I)^-1 X^T G`` of the value on :func:`baseline_features`.
+
+    ``X`` holds the features of every valid step and ``G`` their discounted returns. As in rllab, ``reg`` is
+    multiplied by 10 (up to ``max_tries`` times) if the solve is not finite.
+
+    Returns:
+        ``[F]`` float64 weights.
+
+    Raises:
+        ValueError: if there is no valid step.
+    """
+    steps, _ = _step_features(episodes)
+    valid = episodes.mask.to(torch.bool)
+    if not valid.any():
+        raise ValueError("cannot fit a baseline on episodes with no valid step")
+    x = steps[valid]  # [N, F]
+    g = discounted_returns(episodes.rewards.to(torch.float64), episodes.mask.to(torch.float64), gamma)[valid]
+    xtx, xtg = x.T @ x, x.T @ g
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    for _ in range(max_tries):
+        weights = torch.linalg.lstsq(xtx + reg * eye, xtg.unsqueeze(1)).solution.squeeze(1)
+        if torch.isfinite(weights).all():
+            return weights
+        reg *= 10.0
+    raise FloatingPointError(f"linear baseline solve not finite even with reg={reg}")
+
+
+def predict_linear_baseline(weights: Tensor, episodes: Episodes) -> tuple[Tensor, Tensor]:
+    """Values ``V(s_t, t) = phi(s_t, t) . w`` of every step (``[T, B]``, zero on padding) and of ``last_obs``
+    at time ``lengths`` (``[B]``), in the dtype of ``episodes.rewards``."""
+    steps, last = _step_features(episodes)
+    dtype = episodes.rewards.dtype
+    values = (steps @ weights).to(dtype) * episodes.mask.to(dtype)
+    return values, (last @ weights).to(dtype)
+
+
+@dataclass(frozen=True)
+class LinearFeatureBaseline:
+    """A fitted linear feature baseline (Duan et al. 2016; the MAML paper's baseline), refitted per task.
+
+    Example:
+        ``values, last_values = LinearFeatureBaseline.fit(eps, gamma=0.99).predict(eps)``
+    """
+
+    weights: Tensor
+
+    @classmethod
+    def fit(cls, episodes: Episodes, gamma: float, reg: float = 1e-5) -> LinearFeatureBaseline:
+        return cls(fit_linear_baseline(episodes, gamma, reg))
+
+    def predict(self, episodes: Episodes) -> tuple[Tensor, Tensor]:
+        return predict_linear_baseline(self.weights, episodes)
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    last_values: Tensor,
+    mask: Tensor,
+    terminated: Tensor,
+    gamma: float,
+    lam: float,
+) -> Tensor:
+    """Generalised advantage estimates (Schulman et al. 2016) with correct truncation handling.
+
+    ``delta_t = r_t + gamma * V_next - V(s_t)``, ``A_t = delta_t + gamma * lam * A_{t+1}`` within an episode,
+    where ``V_next = V(s_{t+1})`` inside the episode and, at its final step, ``V(last_obs)`` if the episode was
+    truncated and 0 if it terminated. With ``lam = 1`` and ``V = 0`` this is the discounted return (plus
+    ``gamma^(L-t) V(last_obs)`` for truncated episodes).
+
+    Args:
+        rewards: ``[T, B]``.
+        values: ``[T, B]`` baseline values of each step's observation.
+        last_values: ``[B]`` value of each episode's ``last_obs``.
+        mask: ``[T, B]`` 1 for valid steps.
+        terminated: ``[T, B]`` True at the step where an episode terminated.
+        gamma: Discount factor.
+        lam: GAE lambda.
+
+    Returns:
+        ``[T, B]`` advantages, zero on padded steps.
+    """
+    horizon = rewards.shape[0]
+    mask = mask.to(rewards.dtype)
+    next_mask = torch.cat([mask[1:], torch.zeros_like(mask[:1])], dim=0)  # 1 where step t+1 is valid
+    is_last = mask * (1.0 - next_mask)
+    bootstrap = last_values.to(rewards.dtype) * (1.0 - terminated.to(rewards.dtype))  # [T, B]
+    next_values = torch.cat([values[1:], torch.zeros_like(values[:1])], dim=0) * next_mask + is_last * bootstrap
+    deltas = (rewards + gamma * next_values - values) * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(horizon - 1, -1, -1):
+        running = deltas[t] + gamma * lam * next_mask[t] * running
+        advantages[t] = running
+    return advantages * mask
+
+
+def normalize_advantages(advantages: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(A - mean) / (std + eps)`` with mean and (population) std over valid steps only; zero on padding."""
+    mask = mask.to(advantages.dtype)
+    n = mask.sum().clamp_min(1.0)
+    mean = (advantages * mask).sum() / n
+    var = (((advantages - mean) * mask) ** 2).sum() / n
+    return (advantages - mean) / (var.sqrt() + eps) * mask
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """``sum(x * m) / sum(m)`` (0 if there is no valid entry)."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def reinforce_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """Policy-gradient surrogate ``L = -sum(m_t * log pi(a_t|s_t) * A_t) / sum(m_t)`` (A treated as constant)."""
+    return -masked_mean(log_probs * advantages.detach(), mask)
+
+
+def compute_advantages(
+    episodes: Episodes, gamma: float, lam: float, baseline_reg: float = 1e-5, normalize: bool = True
+) -> Tensor:
+    """Advantages of one task's episodes: fit the linear baseline on them, GAE, optional normalisation.
+
+    Returns:
+        ``[T, B]`` advantages without gradient.
+    """
+    with torch.no_grad():
+        values, last_values = LinearFeatureBaseline.fit(episodes, gamma, baseline_reg).predict(episodes)
+        adv = gae(episodes.rewards, values, last_values, episodes.mask, episodes.terminated, gamma, lam)
+        return normalize_advantages(adv, episodes.mask) if normalize else adv
+
+
+def policy_loss(
+    policy,
+    params,
+    episodes: Episodes,
+    gamma: float = 0.99,
+    lam: float = 1.0,
+    baseline_reg: float = 1e-5,
+    normalize: bool = True,
+) -> Tensor:
+    """REINFORCE-with-baseline surrogate of one task: :func:`reinforce_loss` with :func:`compute_advantages`.
+
+    Differentiable w.r.t. ``params`` (the policy's log-probabilities), including through adapted parameters.
+    """
+    adv = compute_advantages(episodes, gamma, lam, baseline_reg, normalize)
+    log_probs = policy.distribution(episodes.obs, params).log_prob(episodes.actions)  # [T, B]
+    return reinforce_loss(log_probs, adv, episodes.mask)

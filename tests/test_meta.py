@@ -1,0 +1,201 @@
+"""Meta-learners against analytic meta-gradients on the scalar quadratic L(theta) = 1/2 (theta - c)^2."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+from torch import nn
+
+from intersection_meta.meta import ALGORITHMS, MetaConfig, make_learner
+from intersection_meta.networks import CategoricalMLP, params_of
+from intersection_meta.rollout import collect_episodes, split_by_task
+
+THETA0, C, A = 1.7, -0.4, 0.3
+
+
+class Scalar(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(value, dtype=torch.float64))
+
+
+def quadratic(params, c):
+    """The 'episodes' of a quadratic task are just its centre c."""
+    return 0.5 * (params["theta"] - c) ** 2
+
+
+def learner_for(name: str, **cfg):
+    module = Scalar(THETA0)
+    return make_learner(name, module, MetaConfig(inner_lr=A, **cfg), loss_fn=quadratic), module
+
+
+def meta_grads(name: str, steps: int = 1):
+    learner, module = learner_for(name, inner_steps=steps)
+    loss, _ = learner.outer_loss(learner.params(), [(C, C)])
+    loss.backward()
+    alpha_grad = None if learner.step_sizes is None else learner.step_sizes["theta"].grad.item()
+    return module.theta.grad.item(), alpha_grad
+
+
+@pytest.mark.parametrize("name", ["maml", "directed_maml", "meta_sgd", "directed_meta_sgd"])
+def test_second_order_meta_gradient(name):
+    grad, _ = meta_grads(name)
+    assert grad == pytest.approx((1 - A) ** 2 * (THETA0 - C), rel=1e-12)
+
+
+def test_maml_two_inner_steps():
+    grad, _ = meta_grads("maml", steps=2)
+    assert grad == pytest.approx((1 - A) ** 4 * (THETA0 - C), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["fomaml", "directed_fomaml"])
+def test_first_order_meta_gradient(name):
+    grad, alpha_grad = meta_grads(name)
+    assert grad == pytest.approx((1 - A) * (THETA0 - C), rel=1e-12)
+    assert alpha_grad is None
+
+
+def test_meta_sgd_step_size_gradient():
+    _, alpha_grad = meta_grads("meta_sgd")
+    assert alpha_grad == pytest.approx(-(1 - A) * (THETA0 - C) ** 2, rel=1e-12)
+
+
+def test_outer_loss_averages_tasks():
+    learner, module = learner_for("maml")
+    cs = [C, 0.9, 2.5]
+    loss, info = learner.outer_loss(learner.params(), [(c, c) for c in cs])
+    loss.backward()
+    expected = sum((1 - A) ** 2 * (THETA0 - c) for c in cs) / len(cs)
+    assert module.theta.grad.item() == pytest.approx(expected, rel=1e-12)
+    assert info["outer_loss"] == pytest.approx(sum(0.5 * (1 - A) ** 2 * (THETA0 - c) ** 2 for c in cs) / 3)
+    assert info["inner_loss"] == pytest.approx(sum(0.5 * (THETA0 - c) ** 2 for c in cs) / 3)
+
+
+def test_adapt_closed_form_and_original_untouched():
+    learner, module = learner_for("maml", inner_steps=3)
+    adapted = learner.adapt(learner.params(), C)
+    assert adapted["theta"].item() == pytest.approx(C + (1 - A) ** 3 * (THETA0 - C), rel=1e-12)
+    assert module.theta.item() == THETA0
+    detached = learner.adapt(learner.params(), C, differentiable=False)
+    assert not detached["theta"].requires_grad
+    assert detached["theta"].item() == pytest.approx(adapted["theta"].item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("decay,iteration", [(1.0, 0), (1.0, 5), (0.9, 3)])
+def test_directed_pg_step(decay, iteration):
+    c_medium, beta = 0.8, 0.25
+    learner, module = learner_for("directed_maml", directed_lr=beta, directed_lr_decay=decay)
+    info = learner.directed_update(c_medium, iteration=iteration)
+    beta_k = beta * decay**iteration
+    assert module.theta.item() == pytest.approx(THETA0 - beta_k * (THETA0 - c_medium), rel=1e-12)
+    assert info["directed_lr"] == pytest.approx(beta_k)
+    assert module.theta.grad is None  # no autograd history left behind
+
+
+def test_directed_fomaml_step():
+    c_in, c_out, beta = 0.8, 0.5, 0.25
+    learner, module = learner_for("directed_maml", directed_lr=beta, directed_mode="fomaml")
+    learner.directed_update(c_in, c_out)
+    adapted = THETA0 - A * (THETA0 - c_in)
+    assert module.theta.item() == pytest.approx(THETA0 - beta * (adapted - c_out), rel=1e-12)
+    with pytest.raises(ValueError, match="medium_outer_episodes"):
+        learner.directed_update(c_in)
+
+
+def test_directed_step_is_pure():
+    learner, module = learner_for("directed_fomaml", directed_lr=0.5)
+    new = learner.directed_step(learner.params(), 0.0)
+    assert module.theta.item() == THETA0
+    assert new["theta"].item() == pytest.approx(THETA0 * 0.5)
+
+
+def test_unknown_name_lists_valid():
+    with pytest.raises(ValueError, match="maml, fomaml, meta_sgd, directed_maml"):
+        make_learner("reptile", Scalar(0.0))
+
+
+@pytest.mark.parametrize("bad", [dict(directed_mode="x"), dict(inner_steps=-1), dict(gamma=1.5)])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        MetaConfig(**bad)
+
+
+def test_meta_parameters_and_state_dict_round_trip():
+    learner, module = learner_for("meta_sgd")
+    assert len(learner.meta_parameters()) == 2
+    assert len(learner_for("maml")[0].meta_parameters()) == 1
+    with torch.no_grad():
+        learner.step_sizes["theta"].fill_(0.7)
+    state = learner.state_dict()
+    other, _ = learner_for("directed_meta_sgd")
+    ref = other.step_sizes["theta"]
+    other.load_state_dict(state)
+    assert other.step_sizes["theta"] is ref and ref.item() == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="step sizes mismatch"):
+        learner_for("maml")[0].load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_every_learner_converges_on_quadratic_family(name):
+    """optax-style conformance: meta-training on a family of centres reduces the meta-loss; without learned
+    step sizes theta converges to the centres' mean (the medium task, for Directed-*)."""
+    centres = [-0.8, -0.3, 0.2, 0.7, 1.2]
+    learner, module = learner_for(name, inner_steps=1, directed_lr=0.1)
+    opt = torch.optim.SGD(learner.meta_parameters(), lr=0.5)
+    initial, _ = learner.outer_loss(learner.params(), [(c, c) for c in centres])
+    for it in range(100):
+        if learner.config.directed:
+            learner.directed_update(0.2, 0.2, iteration=it)
+        opt.zero_grad()
+        loss, _ = learner.outer_loss(learner.params(), [(c, c) for c in centres])
+        loss.backward()
+        opt.step()
+    final, _ = learner.outer_loss(learner.params(), [(c, c) for c in centres])
+    assert final.item() < 0.7 * initial.item()
+    if learner.step_sizes is None:
+        assert module.theta.item() == pytest.approx(0.2, abs=1e-3)
+
+
+def _cartpole_batches(learner, n_tasks=2, per_task=3, seed=0):
+    env = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("CartPole-v1", max_episode_steps=30) for _ in range(n_tasks * per_task)])
+    theta = learner.params()
+    inner = split_by_task(collect_episodes(env, learner.policy, theta, seed=seed), n_tasks)
+    batches = []
+    for k, eps in enumerate(inner):
+        adapted = learner.adapt(theta, eps, differentiable=False)
+        sub = gym.vector.SyncVectorEnv(
+            [lambda: gym.make("CartPole-v1", max_episode_steps=30) for _ in range(per_task)])
+        batches.append((eps, collect_episodes(sub, learner.policy, adapted, seed=seed + 100 + k)))
+    return batches
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "meta_sgd"])
+def test_policy_gradient_meta_step_reaches_all_meta_parameters(name):
+    torch.manual_seed(0)
+    policy = CategoricalMLP(4, 2, hidden=(16,))
+    learner = make_learner(name, policy, MetaConfig())
+    before = {k: v.detach().clone() for k, v in params_of(policy).items()}
+    loss, info = learner.outer_loss(learner.params(), _cartpole_batches(learner))
+    loss.backward()
+    for k, p in params_of(policy).items():
+        assert torch.equal(p, before[k])  # adapt never touches theta
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    if learner.step_sizes is not None:
+        assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in learner.step_sizes.values())
+    assert set(info) >= {"inner_loss", "outer_loss", "outer_loss_task_0", "outer_loss_task_1"}
+
+
+def test_second_order_differs_from_first_order_on_policy():
+    torch.manual_seed(1)
+    base = CategoricalMLP(4, 2, hidden=(16,))
+    results = {}
+    for name in ("maml", "fomaml"):
+        policy = CategoricalMLP(4, 2, hidden=(16,))
+        policy.load_state_dict(base.state_dict())
+        learner = make_learner(name, policy, MetaConfig(inner_lr=0.5))
+        loss, _ = learner.outer_loss(learner.params(), _cartpole_batches(learner))
+        loss.backward()
+        results[name] = torch.cat([p.grad.flatten() for p in policy.parameters()])
+    assert not torch.allclose(results["maml"], results["fomaml"])
