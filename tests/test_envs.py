@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from highway_env.envs.common.observation import KinematicObservation
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
@@ -124,6 +125,25 @@ def test_observation_features_and_relative_coordinates_follow_settings():
     # row 1 is the other vehicle relative to the ego, normalised by 100 m
     np.testing.assert_allclose(obs[4:6], np.clip((other.position - ego.position) / 100.0, -1, 1), atol=1e-6)
     np.testing.assert_allclose(obs[1:3], ego.position / 100.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+@pytest.mark.parametrize("features", [("presence", "x", "y", "vx", "vy", "cos_h", "sin_h"), ("vy", "x", "sin_h")])
+def test_numpy_observation_equals_highway_env_pandas_observation(absolute, features):
+    task = with_settings(itask("west", "left", 9.0, 15.0, "east", "straight", "idm", 9.0, 0.2),
+                         observation_features=features, observation_absolute=absolute)
+    env = TwoVehicleIntersectionEnv(task)
+    obs, _ = env.reset(seed=0)
+    checked = 0
+    for action in [FASTER] * 13:
+        reference = KinematicObservation.observe(env.observation_type)  # highway-env's pandas version
+        np.testing.assert_array_equal(env.observation_type.observe(), reference)
+        np.testing.assert_array_equal(obs, reference.reshape(-1))
+        checked += 1
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    assert checked >= 3
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from highway_env.envs.common.action import ContinuousAction
+from highway_env.envs.common.observation import KinematicObservation
 from highway_env.envs.intersection_env import IntersectionEnv
 from highway_env.road.road import Road
 from highway_env.vehicle.behavior import IDMVehicle
@@ -218,6 +219,58 @@ class _LongitudinalContinuousAction(ContinuousAction):
         return _RouteFollowingVehicle
 
 
+class _ArrayKinematicObservation(KinematicObservation):
+    """highway-env's Kinematics observation computed with numpy instead of pandas (same numbers).
+
+    Supports exactly the features in ``OBSERVATION_FEATURES`` with ``normalize=True`` and explicit
+    ``features_range``, ``order="sorted"``, no obstacles; it halves the cost of a step. Equality with
+    ``KinematicObservation.observe`` is tested.
+    """
+
+    def observe(self) -> np.ndarray:
+        if not self.env.road:
+            return np.zeros(self.space().shape, dtype=np.float32)
+        ego = self.observer_vehicle
+        others = self.env.road.close_objects_to(
+            ego,
+            self.env.PERCEPTION_DISTANCE,
+            count=self.vehicles_count - 1,
+            see_behind=self.see_behind,
+            sort=self.order == "sorted",
+            vehicles_only=not self.include_obstacles,
+        )
+        rows = [self._row(ego, None)]
+        origin = None if self.absolute else ego
+        rows += [self._row(v, origin) for v in others[-self.vehicles_count + 1 :]] if others else []
+        table = np.zeros((self.vehicles_count, len(self.features)), dtype=np.float64)
+        table[: len(rows)] = rows
+        for j, feature in enumerate(self.features):
+            if feature in self.features_range:
+                low, high = self.features_range[feature]
+                column = -1 + (table[: len(rows), j] - low) * (1 - -1) / (high - low)  # utils.lmap
+                table[: len(rows), j] = np.clip(column, -1, 1) if self.clip else column
+        return table.astype(np.float32)
+
+    def _row(self, vehicle: Vehicle, origin: Vehicle | None) -> list[float]:
+        velocity, direction = vehicle.velocity, vehicle.direction
+        values = {
+            "presence": 1.0,
+            "x": vehicle.position[0],
+            "y": vehicle.position[1],
+            "vx": velocity[0],
+            "vy": velocity[1],
+            "cos_h": direction[0],
+            "sin_h": direction[1],
+        }
+        if origin is not None:
+            origin_velocity = origin.velocity
+            values["x"] -= origin.position[0]
+            values["y"] -= origin.position[1]
+            values["vx"] -= origin_velocity[0]
+            values["vy"] -= origin_velocity[1]
+        return [values[f] for f in self.features]
+
+
 # --------------------------------------------------------------------------------------------------
 # Environment
 # --------------------------------------------------------------------------------------------------
@@ -290,10 +343,14 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
           (ControlledVehicle: ``follow_road`` then lane-following steering and ``(target - v) / 0.6``;
           IDM: ``follow_road``, steering, then IDM acceleration w.r.t. the front vehicle on its CURRENT
           lane, clipped to +-6 m/s^2; crashed IDM vehicles keep their previous action);
-       c. ``road.step(dt)``: each vehicle integrates its kinematic bicycle model (crashed vehicles brake
-          with ``a = -speed`` and zero steering), updates its closest lane; then collision checks for the
-          pair (ego, other): intersecting rectangles => both ``crashed``; predicted intersection after
-          dt => an impact displacement applied at the next frame.
+       c. ``road.step(dt)``: each vehicle in ``[ego, other]`` order integrates highway-env's kinematic
+          bicycle model (``Vehicle.step``; crashed vehicles brake with ``a = -speed`` and zero steering)
+          and sets ``lane_index = network.get_closest_lane_index(position, heading)`` over ALL lanes
+          (inside the junction this may be a lane off the vehicle's route; it drives IDM's front-vehicle
+          search, ``on_road`` and ``has_arrived``); then ``ego.handle_collisions(other, dt)``: rectangles
+          intersecting now => both ``crashed``; intersecting after moving by ``velocity * dt`` => impact
+          displacements ``+-transition / 2`` stored, added (and ``crashed`` set) at each vehicle's next
+          ``Vehicle.step``.
     3. Observation, reward, ``terminated`` (ego crashed or ego arrived: on an ``il* -> o*`` exit lane with
        s >= 25 m) and ``truncated`` (``time >= duration``) are computed, then ``info``.
     4. ``_clear_vehicles``: the other vehicle is removed from the road once it is on an exit lane with
@@ -324,6 +381,8 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
 
     def define_spaces(self) -> None:
         super().define_spaces()
+        if type(self.observation_type) is KinematicObservation:
+            self.observation_type = _ArrayKinematicObservation(self, **self.config["observation"])
         if type(self.action_type) is ContinuousAction:
             self.action_type = _LongitudinalContinuousAction(self, **self.config["action"])
             self.action_space = self.action_type.space()
