@@ -1,0 +1,7 @@
+"""``python -m viz`` is ``python -m viz.replay``."""
+
+import sys
+
+from viz.replay import main
+
+sys.exit(main())

@@ -1,0 +1,294 @@
+"""Pure drawing of recorded episodes onto pygame surfaces (no window, no event loop, no torch).
+
+Intersection recordings are drawn the way highway-env draws its intersection: the road is highway-env's own
+intersection road network (``IntersectionEnv._make_road``) painted by ``RoadGraphics``/``WorldSurface``, and the
+two vehicles are ``Vehicle`` objects placed at the recorded states and painted by ``VehicleGraphics``.
+CartPole / LunarLander recordings show their stored rgb frames. Below each world view a HUD shows the task,
+time, step, speeds, the action being executed, the reward so far and the outcome.
+
+Coordinates: a :class:`Camera` maps world metres to panel pixels exactly like highway-env's ``WorldSurface``
+(``pixel = int((world - origin) * scaling)`` with ``origin = center - size / 2 / scaling``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pygame
+
+from intersection_meta.recording import Recording
+
+#: Side of the square world view of one panel [px], and the height of the HUD band below it [px].
+WORLD_PX = 560
+HUD_PX = 120
+
+BACKGROUND = (30, 30, 30)
+HUD_BG = (20, 20, 24)
+TEXT = (235, 235, 235)
+DIM_TEXT = (170, 170, 170)
+EGO_COLOR = (50, 200, 0)  # highway-env's ego green
+OTHER_COLORS = {"idm": (100, 200, 255), "constant_speed": (200, 200, 0)}  # its IDM blue / plain yellow
+CRASH_COLOR = (255, 100, 100)
+OUTCOME_COLORS = {"arrived": (90, 220, 90), "collided": (255, 90, 90), "timed out": (255, 190, 60),
+                  "terminated": (200, 200, 200)}
+
+
+@dataclass(frozen=True)
+class Camera:
+    """What part of the world a panel shows: its centre [m] and zoom [px per m]."""
+
+    center_m: tuple[float, float] = (0.0, 0.0)
+    scaling_px_per_m: float = 5.5 * 1.3  # highway-env's intersection default
+
+
+def world_to_pixel(camera: Camera, size_px: tuple[int, int], x_m: float, y_m: float) -> tuple[int, int]:
+    """Pixel of a world point in a world view of ``size_px``, with highway-env's ``WorldSurface`` arithmetic."""
+    origin_x = camera.center_m[0] - 0.5 * size_px[0] / camera.scaling_px_per_m
+    origin_y = camera.center_m[1] - 0.5 * size_px[1] / camera.scaling_px_per_m
+    return int((x_m - origin_x) * camera.scaling_px_per_m), int((y_m - origin_y) * camera.scaling_px_per_m)
+
+
+def fit_camera(
+    recordings: Sequence[Recording],
+    size_px: tuple[int, int] = (WORLD_PX, WORLD_PX),
+    *,
+    margin_m: float = 8.0,
+    min_scaling: float = 2.5,
+    max_scaling: float = 12.0,
+) -> Camera:
+    """A fixed camera that keeps the intersection and every recorded vehicle position in view."""
+    xs, ys = [-15.0, 15.0], [-15.0, 15.0]  # always show the junction itself
+    for rec in recordings:
+        if rec.kind != "intersection" or rec.n_frames == 0:
+            continue
+        present = rec.frame_states[..., 4] > 0.5
+        xs += [float(rec.frame_states[..., 0][present].min()), float(rec.frame_states[..., 0][present].max())]
+        ys += [float(rec.frame_states[..., 1][present].min()), float(rec.frame_states[..., 1][present].max())]
+    x0, x1, y0, y1 = min(xs) - margin_m, max(xs) + margin_m, min(ys) - margin_m, max(ys) + margin_m
+    scaling = min(size_px[0] / (x1 - x0), size_px[1] / (y1 - y0))
+    return Camera(((x0 + x1) / 2, (y0 + y1) / 2), float(np.clip(scaling, min_scaling, max_scaling)))
+
+
+@functools.lru_cache(maxsize=1)
+def intersection_road() -> object:
+    """highway-env's intersection road (built once, without vehicles and without touching any class state)."""
+    from highway_env.envs.intersection_env import IntersectionEnv
+
+    holder = SimpleNamespace(
+        config={"show_trajectories": False, "neighbour_vehicles_connected_lanes": False},
+        np_random=np.random.default_rng(0),
+    )
+    IntersectionEnv._make_road(holder)  # only reads config / np_random and sets holder.road
+    return holder.road
+
+
+def _world_surface(size_px: tuple[int, int], camera: Camera) -> object:
+    from highway_env.road.graphics import WorldSurface
+
+    surface = WorldSurface(size_px, 0, pygame.Surface(size_px))
+    surface.scaling = camera.scaling_px_per_m
+    surface.centering_position = [0.5, 0.5]
+    surface.move_display_window_to(np.asarray(camera.center_m, dtype=float))
+    return surface
+
+
+@functools.lru_cache(maxsize=8)
+def _road_background(size_px: tuple[int, int], camera: Camera) -> pygame.Surface:
+    from highway_env.road.graphics import RoadGraphics
+
+    surface = _world_surface(size_px, camera)
+    RoadGraphics.display(intersection_road(), surface)
+    return surface.copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int, bold: bool = False) -> pygame.font.Font:
+    if not pygame.font.get_init():
+        pygame.font.init()
+    font = pygame.font.Font(None, size)
+    font.set_bold(bold)
+    return font
+
+
+def _vehicle_colors(rec: Recording) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    driver = rec.task.get("other_driver", "idm")
+    return EGO_COLOR, OTHER_COLORS.get(driver, OTHER_COLORS["idm"])
+
+
+def draw_world(surface: pygame.Surface, rec: Recording, frame: int, camera: Camera, *,
+               vehicles: bool = True, trail: bool = True) -> None:
+    """Draw the world view of an intersection recording at ``frame`` filling ``surface``."""
+    from highway_env.vehicle.graphics import VehicleGraphics
+    from highway_env.vehicle.kinematics import Vehicle
+
+    size = surface.get_size()
+    world = _world_surface(size, camera)
+    world.blit(_road_background(size, camera), (0, 0))
+    frame = int(np.clip(frame, 0, rec.n_frames - 1))
+    if trail and frame > 0:
+        for vehicle_index, color in enumerate(_vehicle_colors(rec)):
+            states = rec.frame_states[: frame + 1, vehicle_index]
+            points = [world.pos2pix(x, y) for x, y in states[states[:, 4] > 0.5][:, :2]]
+            if len(points) > 1:
+                pygame.draw.lines(world, tuple(c // 2 + 60 for c in color), False, points, 2)
+    if vehicles:
+        for vehicle_index, color in enumerate(_vehicle_colors(rec)):
+            x_m, y_m, heading, speed, present, crashed = rec.frame_states[frame, vehicle_index]
+            if present < 0.5:
+                continue
+            vehicle = Vehicle(None, np.array([x_m, y_m]), float(heading), float(speed))
+            vehicle.color = CRASH_COLOR if crashed > 0.5 else color
+            VehicleGraphics.display(vehicle, world, offscreen=True)
+            tag = _font(16).render("ego" if vehicle_index == 0 else "other", True, TEXT)
+            px, py = world.pos2pix(x_m, y_m)
+            world.blit(tag, (px + 10, py - 18))
+    surface.blit(world, (0, 0))
+
+
+def draw_rgb(surface: pygame.Surface, rec: Recording, frame: int) -> None:
+    """Draw a stored rgb frame, scaled to fit ``surface`` and centred (CartPole / LunarLander)."""
+    surface.fill(BACKGROUND)
+    image = rec.rgb_frames[int(np.clip(frame, 0, len(rec.rgb_frames) - 1))]
+    img = pygame.surfarray.make_surface(np.ascontiguousarray(image.swapaxes(0, 1)))
+    scale = min(surface.get_width() / img.get_width(), surface.get_height() / img.get_height())
+    img = pygame.transform.smoothscale(img, (int(img.get_width() * scale), int(img.get_height() * scale)))
+    surface.blit(img, img.get_rect(center=surface.get_rect().center))
+
+
+def completed_steps(rec: Recording, frame: int) -> int:
+    """Decision steps whose reward is known at ``frame`` (a step completes at its last frame)."""
+    frame = int(np.clip(frame, 0, rec.n_frames - 1))
+    step = int(rec.frame_step[frame])
+    if step == 0:
+        return 0
+    last_frame_of_step = int(np.flatnonzero(rec.frame_step == step)[-1])
+    return step if frame >= last_frame_of_step else step - 1
+
+
+def action_text(rec: Recording, step: int) -> str:
+    """Text of the action executed during decision step ``step`` (1-based; 0 means none yet)."""
+    if step <= 0 or step > len(rec.actions):
+        return "-"
+    action = rec.actions[step - 1]
+    if np.ndim(action) == 0 and rec.action_names and 0 <= int(action) < len(rec.action_names):
+        return f"{rec.action_names[int(action)]} ({int(action)})"
+    return np.array2string(np.asarray(action, dtype=float), precision=2, separator=", ")
+
+
+def hud_lines(rec: Recording, frame: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """The HUD's text lines (text, colour) for ``frame``."""
+    frame = int(np.clip(frame, 0, rec.n_frames - 1))
+    step = int(rec.frame_step[frame])
+    done = completed_steps(rec, frame)
+    try:
+        task_text = rec.task_value().describe()
+    except (TypeError, ValueError):
+        task_text = str(rec.task)
+    lines = [(f"{rec.label}   [{rec.scenario}]   result: {rec.outcome}", OUTCOME_COLORS.get(rec.outcome, TEXT))]
+    lines += [(t, DIM_TEXT) for t in _wrap(task_text, 92)]
+    timing = f"t {rec.frame_time_s[frame]:5.2f} s   step {step}/{rec.n_steps}   frame {frame + 1}/{rec.n_frames}"
+    if rec.kind == "intersection":
+        ego, other = rec.frame_states[frame]
+        timing += f"   ego {ego[3]:4.1f} m/s"
+        timing += f"   other {other[3]:4.1f} m/s" if other[4] > 0.5 else "   other gone"
+    lines.append((timing, TEXT))
+    lines.append((f"action {action_text(rec, step)}   reward so far {np.sum(rec.rewards[:done]):+.2f}"
+                  f"   (episode {rec.total_reward:+.2f})", TEXT))
+    return lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*lines, line] if line else lines
+
+
+def draw_hud(surface: pygame.Surface, rec: Recording, frame: int) -> None:
+    """Fill ``surface`` with the HUD of ``rec`` at ``frame``."""
+    surface.fill(HUD_BG)
+    y = 6
+    for i, (text, color) in enumerate(hud_lines(rec, frame)[:6]):
+        image = _font(20 if i == 0 else 18, bold=i == 0).render(text, True, color)
+        surface.blit(image, (8, y))
+        y += image.get_height() + 3
+
+
+def draw_frame(surface: pygame.Surface, rec: Recording, frame: int, camera: Camera | None = None, *,
+               topleft: tuple[int, int] = (0, 0), world_px: int = WORLD_PX, hud_px: int = HUD_PX,
+               vehicles: bool = True) -> None:
+    """Draw one panel (world view ``world_px`` square, HUD ``hud_px`` high below it) of ``rec`` at ``frame``.
+
+    Args:
+        surface: Target surface (any pygame surface: a window or an offscreen ``pygame.Surface``).
+        rec: The recording.
+        frame: Frame index, clipped to the recording (a finished episode stays on its last frame).
+        camera: World camera (intersection only); default :func:`fit_camera` on ``rec``.
+        topleft: Where the panel goes on ``surface``.
+        world_px: Side of the world view.
+        hud_px: Height of the HUD band (0 for none).
+        vehicles: Draw the vehicles (``False`` gives the bare road, useful as a reference).
+    """
+    world = pygame.Surface((world_px, world_px))
+    if rec.kind == "intersection":
+        draw_world(world, rec, frame, camera or fit_camera([rec], (world_px, world_px)), vehicles=vehicles,
+                   trail=vehicles)
+    else:
+        draw_rgb(world, rec, frame)
+    if frame >= rec.n_frames - 1:
+        banner = _font(34, bold=True).render(rec.outcome.upper(), True, OUTCOME_COLORS.get(rec.outcome, TEXT))
+        world.blit(banner, banner.get_rect(midtop=(world_px // 2, 10)))
+    surface.blit(world, topleft)
+    if hud_px > 0:
+        hud = pygame.Surface((world_px, hud_px))
+        draw_hud(hud, rec, frame)
+        surface.blit(hud, (topleft[0], topleft[1] + world_px))
+
+
+def layout_size(n_panels: int, *, world_px: int = WORLD_PX, hud_px: int = HUD_PX) -> tuple[int, int]:
+    """Pixel size of ``n_panels`` panels side by side."""
+    return max(1, n_panels) * world_px, world_px + hud_px
+
+
+def draw_layout(surface: pygame.Surface, recordings: Sequence[Recording], frame: int, *,
+                topleft: tuple[int, int] = (0, 0), world_px: int = WORLD_PX, hud_px: int = HUD_PX) -> None:
+    """Draw recordings side by side at the same ``frame``, sharing one camera so they compare directly."""
+    camera = fit_camera(recordings, (world_px, world_px))
+    for i, rec in enumerate(recordings):
+        draw_frame(surface, rec, frame, camera, topleft=(topleft[0] + i * world_px, topleft[1]),
+                   world_px=world_px, hud_px=hud_px)
+        if i:
+            x = topleft[0] + i * world_px
+            pygame.draw.line(surface, (0, 0, 0), (x, topleft[1]), (x, topleft[1] + world_px + hud_px), 2)
+
+
+def n_layout_frames(recordings: Sequence[Recording]) -> int:
+    """Frames needed to play every recording of a layout to its end."""
+    return max((rec.n_frames for rec in recordings), default=0)
+
+
+def render_layout(recordings: Sequence[Recording], frame: int, *, world_px: int = WORLD_PX,
+                  hud_px: int = HUD_PX) -> np.ndarray:
+    """The layout at ``frame`` as an ``[H, W, 3]`` uint8 array (offscreen; no display needed)."""
+    surface = pygame.Surface(layout_size(len(recordings), world_px=world_px, hud_px=hud_px))
+    draw_layout(surface, recordings, frame, world_px=world_px, hud_px=hud_px)
+    return np.ascontiguousarray(pygame.surfarray.array3d(surface).swapaxes(0, 1))
+
+
+def iter_layout_frames(recordings: Sequence[Recording], *, stride: int = 1, world_px: int = WORLD_PX,
+                       hud_px: int = HUD_PX) -> Iterator[np.ndarray]:
+    """Every ``stride``-th frame of the layout (always ending on the last frame) as ``[H, W, 3]`` arrays."""
+    n = n_layout_frames(recordings)
+    indices = list(range(0, n, max(1, stride)))
+    if indices and indices[-1] != n - 1:
+        indices.append(n - 1)
+    for frame in indices:
+        yield render_layout(recordings, frame, world_px=world_px, hud_px=hud_px)
