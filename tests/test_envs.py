@@ -15,10 +15,15 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
-from intersection_meta.envs import INTERSECTION_ENV_ID, make_env, make_vector_env, observation_and_action_spaces
-from intersection_meta.envs import register_envs
+from intersection_meta.envs import (
+    INTERSECTION_ENV_ID,
+    make_env,
+    make_vector_env,
+    observation_and_action_spaces,
+    register_envs,
+)
 from intersection_meta.envs.intersection import TwoVehicleIntersectionEnv, with_settings
-from intersection_meta.tasks import CartPoleTask, IntersectionTask, LunarLanderTask
+from intersection_meta.tasks import OBSERVATION_FEATURES, CartPoleTask, IntersectionTask, LunarLanderTask
 
 FASTER, IDLE, SLOWER = 2, 1, 0
 
@@ -128,7 +133,7 @@ def test_observation_features_and_relative_coordinates_follow_settings():
 
 
 @pytest.mark.parametrize("absolute", [True, False])
-@pytest.mark.parametrize("features", [("presence", "x", "y", "vx", "vy", "cos_h", "sin_h"), ("vy", "x", "sin_h")])
+@pytest.mark.parametrize("features", [OBSERVATION_FEATURES, ("vy", "x", "sin_h")])
 def test_numpy_observation_equals_highway_env_pandas_observation(absolute, features):
     task = with_settings(itask("west", "left", 9.0, 15.0, "east", "straight", "idm", 9.0, 0.2),
                          observation_features=features, observation_absolute=absolute)
@@ -155,7 +160,7 @@ _SIDE = {"south": (0, 1), "north": (0, -1), "west": (-1, 0), "east": (1, 0)}
 
 
 def _turn_of(entry_heading: float, exit_heading: float) -> str:
-    """Intent from the approach and exit headings (y points down: a left turn has a negative cross product)."""
+    """Intent from approach and exit headings (y points down, so a left turn has a negative cross product)."""
     d = np.array([math.cos(entry_heading), math.sin(entry_heading)])
     e = np.array([math.cos(exit_heading), math.sin(exit_heading)])
     if d @ e > 0.99:
@@ -173,7 +178,8 @@ def test_vehicles_are_placed_as_the_task_says(flavour, driver):
     assert len(env.road.vehicles) == 2
     ego, other = env.road.vehicles
     assert env.vehicle is ego
-    for vehicle, entry, intent, speed in ((ego, ego_entry, ego_intent, 7.0), (other, other_entry, other_intent, 6.0)):
+    placed = ((ego, ego_entry, ego_intent, 7.0), (other, other_entry, other_intent, 6.0))
+    for vehicle, entry, intent, speed in placed:
         lane = vehicle.lane
         s, lateral = lane.local_coordinates(vehicle.position)
         assert vehicle.lane_index[0].startswith("o") and vehicle.lane_index[1].startswith("ir")
@@ -271,7 +277,8 @@ def test_info_keys_on_reset_and_step():
     _, info = env.reset()
     for current in (info, env.step(IDLE)[4]):
         assert isinstance(current["crashed"], bool) and isinstance(current["arrived"], bool)
-        assert set(current["rewards"]) >= {"collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward"}
+        terms = {"collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward"}
+        assert set(current["rewards"]) >= terms
         assert all(isinstance(v, float) for v in current["rewards"].values())
 
 
@@ -332,7 +339,9 @@ def _cartpole_reference_step(state: np.ndarray, action: int, task: CartPoleTask)
     )
     x_acc = temp - pml * theta_acc * math.cos(theta) / total
     tau = 0.02
-    return np.array([x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc])
+    return np.array(
+        [x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc]
+    )
 
 
 def test_cartpole_physics_follow_the_task_after_reset():

@@ -29,4 +29,10 @@ from intersection_meta.envs.factory import (  # noqa: E402
     observation_and_action_spaces,
 )
 
-__all__ = ["INTERSECTION_ENV_ID", "make_env", "make_vector_env", "observation_and_action_spaces", "register_envs"]
+__all__ = [
+    "INTERSECTION_ENV_ID",
+    "make_env",
+    "make_vector_env",
+    "observation_and_action_spaces",
+    "register_envs",
+]

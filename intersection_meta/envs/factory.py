@@ -3,8 +3,8 @@
 Seeding contract:
 
 * ``make_env(task, seed=s)`` calls ``env.reset(seed=s)`` once before returning the env. The env's RNG is then
-  seeded, and the caller's following ``env.reset()`` calls (without a seed) continue that seeded stream, so two
-  envs made with the same task and seed yield identical episodes for the same actions.
+  seeded, and the caller's following ``env.reset()`` calls (without a seed) continue that seeded stream,
+  so two envs made with the same task and seed yield identical episodes for the same actions.
 * ``make_vector_env(tasks, seed=s)`` builds sub-env ``i`` with ``make_env(tasks[i], seed=derive_seed(s, i))``;
   call ``vec.reset()`` WITHOUT a seed afterwards (gymnasium's ``vec.reset(seed=x)`` would reseed sub-env ``i``
   with ``x + i`` instead). ``seed=None`` leaves every sub-env unseeded (nondeterministic for LunarLander; the
@@ -34,7 +34,9 @@ _KINDS: tuple[str, ...] = ("intersection", "cartpole", "lunarlander")
 
 def _check_task(task: Task) -> None:
     if not isinstance(task, IntersectionTask | CartPoleTask | LunarLanderTask):
-        raise TypeError(f"expected a task (IntersectionTask, CartPoleTask, LunarLanderTask), got {type(task).__name__}")
+        raise TypeError(
+            f"expected an IntersectionTask, CartPoleTask or LunarLanderTask, got {type(task).__name__}"
+        )
 
 
 def make_env(task: Task, *, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
@@ -116,7 +118,8 @@ def make_vector_env(
             if err.name != "intersection_meta.envs.fast_intersection":
                 raise
             raise ValueError(
-                "backend 'fast' needs intersection_meta/envs/fast_intersection.py (FastIntersectionVectorEnv), "
+                "backend 'fast' needs intersection_meta/envs/fast_intersection.py "
+                "(FastIntersectionVectorEnv), "
                 "which is not available in this installation; use backend='highway'"
             ) from err
         return module.FastIntersectionVectorEnv(tasks, seed=seed)
@@ -142,7 +145,8 @@ def observation_and_action_spaces(task: Task) -> tuple[spaces.Space, spaces.Spac
 
         validate_task(task)
         s = task.settings
-        obs_space = spaces.Box(-1.0, 1.0, shape=(VEHICLES_COUNT * len(s.observation_features),), dtype=np.float32)
+        obs_dim = VEHICLES_COUNT * len(s.observation_features)
+        obs_space = spaces.Box(-1.0, 1.0, shape=(obs_dim,), dtype=np.float32)
         if s.action == "discrete":
             return obs_space, spaces.Discrete(3)
         return obs_space, spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)

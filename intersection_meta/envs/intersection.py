@@ -35,7 +35,12 @@ ENTRY_INDEX: dict[str, int] = {"south": 0, "west": 1, "north": 2, "east": 3}
 _INTENT_EXIT_OFFSET: dict[str, int] = {"right": -1, "straight": 2, "left": 1}
 
 #: Normalisation ranges of the Kinematics observation (mapped onto [-1, 1], then clipped).
-FEATURES_RANGE: dict[str, list[float]] = {"x": [-100, 100], "y": [-100, 100], "vx": [-20, 20], "vy": [-20, 20]}
+FEATURES_RANGE: dict[str, list[float]] = {
+    "x": [-100, 100],
+    "y": [-100, 100],
+    "vx": [-20, 20],
+    "vy": [-20, 20],
+}
 
 #: Acceleration range of the continuous action [m/s^2]: an action a in [-1, 1] commands 5 * a m/s^2.
 CONTINUOUS_ACCELERATION_RANGE_MPS2: tuple[float, float] = (-5.0, 5.0)
@@ -64,13 +69,13 @@ def entry_index(entry: str) -> int:
 
 
 def approach_lane_index(entry: str) -> tuple[str, str, int]:
-    """highway-env lane index of the 100 m approach lane of ``entry``; its end (s = 100 m) is the stop line."""
+    """highway-env index of the 100 m approach lane of ``entry``; its end (s = 100 m) is the stop line."""
     k = entry_index(entry)
     return (f"o{k}", f"ir{k}", 0)
 
 
 def destination_node(entry: str, intent: str) -> str:
-    """Exit node reached from ``entry`` with ``intent``: right ``o{k-1}``, straight ``o{k+2}``, left ``o{k+1}``."""
+    """Exit node from ``entry`` with ``intent``: right ``o{k-1}``, straight ``o{k+2}``, left ``o{k+1}``."""
     if intent not in _INTENT_EXIT_OFFSET:
         raise ValueError(f"unknown intent {intent!r}; allowed: {sorted(_INTENT_EXIT_OFFSET)}")
     return f"o{(entry_index(entry) + _INTENT_EXIT_OFFSET[intent]) % 4}"
@@ -105,7 +110,9 @@ def validate_task(task: IntersectionTask) -> None:
             f"allowed: {list(OBSERVATION_FEATURES)}"
         )
     if len(s.target_speeds_mps) < 2 or list(s.target_speeds_mps) != sorted(s.target_speeds_mps):
-        raise ValueError(f"settings.target_speeds_mps must be >= 2 increasing speeds, got {s.target_speeds_mps}")
+        raise ValueError(
+            f"settings.target_speeds_mps must be >= 2 increasing speeds, got {s.target_speeds_mps}"
+        )
     if s.policy_frequency_hz <= 0 or s.simulation_frequency_hz % s.policy_frequency_hz != 0:
         raise ValueError(
             "settings.simulation_frequency_hz must be a positive multiple of policy_frequency_hz, got "
@@ -316,7 +323,8 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
 
     ## Rewards
     highway-env's intersection reward with the task's weights: if the ego has arrived, ``arrived_reward``;
-    else ``collision_reward * crashed + high_speed_reward * clip(lmap(speed, reward_speed_range, [0, 1]), 0, 1)
+    else ``collision_reward * crashed
+    + high_speed_reward * clip(lmap(speed, reward_speed_range, [0, 1]), 0, 1)
     + arrived_reward * arrived`` (arrived is 0 here); times ``on_road`` (1 while the ego is on its lane);
     optionally mapped from ``[collision_reward, arrived_reward]`` to ``[0, 1]`` (``normalize_reward``).
     The terms are in ``info["rewards"]``.
