@@ -1,0 +1,134 @@
+"""Adaptation at test time and batched rollouts with per-task parameters.
+
+The trainer, the evaluator and the viewer all adapt the same way: sample episodes on a task with the current
+parameters, take one inner policy-gradient step (the learner's rule: scalar ``inner_lr`` or Meta-SGD's learned
+step sizes), and repeat with fresh episodes from the adapted parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from intersection_meta.config import RunConfig
+from intersection_meta.envs.factory import make_vector_env
+from intersection_meta.meta import MetaConfig
+from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
+from intersection_meta.seeding import derive_seed
+from intersection_meta.tasks import Task
+
+Params = dict[str, Tensor]
+
+
+def meta_config(config: RunConfig) -> MetaConfig:
+    """The learner hyper-parameters of a run config (the algorithm name sets the flags in ``make_learner``)."""
+    return MetaConfig(inner_lr=config.inner_lr, inner_steps=config.inner_steps, directed_lr=config.directed_lr,
+                      directed_lr_decay=config.directed_lr_decay, directed_mode=config.directed_mode,
+                      gamma=config.gamma, gae_lambda=config.gae_lambda, baseline_reg=config.baseline_reg)
+
+
+def resolve_backend(backend: str, kind: str) -> str:
+    """``auto`` picks the fast native simulator for intersection scenarios when it is available."""
+    allowed = ("auto", "fast", "highway")
+    if backend not in allowed:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(allowed)}")
+    if kind != "intersection":
+        if backend == "fast":
+            raise ValueError(f"the fast backend simulates intersection scenarios only, not {kind}; use highway/auto")
+        return "highway"
+    if backend == "auto":
+        try:
+            import intersection_meta.envs.fast_intersection  # noqa: F401
+        except ImportError:
+            return "highway"
+        return "fast"
+    return backend
+
+
+class GroupedPolicy:
+    """Evaluate one policy with a different parameter set per contiguous group of sub-envs.
+
+    Sub-env ``b`` uses ``params_list[b // group_size]`` (the task-major layout), so the post-adaptation episodes
+    of a whole meta-batch can be collected in one vectorised rollout.
+    """
+
+    def __init__(self, policy: Any, params_list: Sequence[Mapping[str, Tensor]], group_size: int) -> None:
+        self.policy, self.params_list, self.group_size = policy, list(params_list), int(group_size)
+
+    def distribution(self, obs: Tensor, params: Any = None) -> Distribution:
+        if obs.shape[0] != len(self.params_list) * self.group_size:
+            raise ValueError(f"expected {len(self.params_list) * self.group_size} observations, got {obs.shape[0]}")
+        dists = [self.policy.distribution(chunk, p)
+                 for chunk, p in zip(obs.split(self.group_size), self.params_list, strict=True)]
+        first = dists[0]
+        if isinstance(first, Categorical):
+            return Categorical(logits=torch.cat([d.logits for d in dists]))
+        if isinstance(first, Independent) and isinstance(first.base_dist, Normal):
+            loc = torch.cat([d.base_dist.loc for d in dists])
+            scale = torch.cat([d.base_dist.scale for d in dists])
+            return Independent(Normal(loc, scale), 1)
+        raise TypeError(f"unsupported distribution {type(first).__name__}")
+
+
+def repeat_tasks(tasks: Sequence[Task], episodes_per_task: int) -> list[Task]:
+    """Task-major slot list: ``[t0]*E + [t1]*E + ...``."""
+    return [t for t in tasks for _ in range(episodes_per_task)]
+
+
+@dataclass
+class AdaptationResult:
+    """Per adaptation step ``k = 0..K`` (0 = before adaptation): the episodes and the parameters used."""
+
+    episodes: list[list[Episodes]]  # [K + 1][n_tasks]
+    params: list[list[Params]]  # [K + 1][n_tasks]
+
+
+def adapt_and_rollout(
+    learner: Any,
+    tasks: Sequence[Task],
+    *,
+    adapt_steps: int,
+    episodes_per_task: int,
+    seed: int,
+    backend: str = "highway",
+    start_params: Mapping[str, Tensor] | None = None,
+    deterministic_eval: bool = False,
+) -> AdaptationResult:
+    """Collect episodes before adaptation and after each of ``adapt_steps`` inner steps, for every task.
+
+    Each step samples fresh episodes with the current (per-task) parameters, then adapts on them. Seeds derive
+    from ``(seed, step)``, so the result does not depend on anything else.
+    """
+    policy = learner.policy
+    theta = {k: v.detach() for k, v in (start_params or learner.params()).items()}
+    vec_env = make_vector_env(repeat_tasks(tasks, episodes_per_task), seed=seed, backend=backend)
+    try:
+        current: list[Params] = [theta for _ in tasks]
+        all_eps: list[list[Episodes]] = []
+        all_params: list[list[Params]] = []
+        for step in range(adapt_steps + 1):
+            grouped = GroupedPolicy(policy, current, episodes_per_task)
+            eps = collect_episodes(vec_env, grouped, None, seed=derive_seed(seed, step),
+                                   deterministic=deterministic_eval and step == adapt_steps)
+            per_task = split_by_task(eps, len(tasks))
+            all_eps.append(per_task)
+            all_params.append(current)
+            if step < adapt_steps:
+                current = [learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, per_task)]
+        return AdaptationResult(all_eps, all_params)
+    finally:
+        vec_env.close()
+
+
+def adapt_to_task(checkpoint: Any, task: Task, *, adapt_steps: int, seed: int, backend: str = "highway",
+                  episodes_per_task: int | None = None) -> list[Params]:
+    """Parameters before adaptation and after each of ``adapt_steps`` steps on ``task`` (element 0 = before)."""
+    episodes = episodes_per_task or checkpoint.config.episodes_per_task
+    result = adapt_and_rollout(checkpoint.learner, [task], adapt_steps=adapt_steps, episodes_per_task=episodes,
+                               seed=seed, backend=resolve_backend(backend, task.kind))
+    return [step[0] for step in result.params]

@@ -1,0 +1,355 @@
+"""The meta-training loop: one readable outer loop for all six algorithms, with logging and checkpoints.
+
+Per meta-iteration ``k`` (seeds derive from ``(run seed, k, phase)``, so results do not depend on workers):
+
+1. *Directed step* (Directed-* only): sample episodes on the scenario's medium task with ``theta`` and move
+   ``theta`` by a first-order step on them (``MetaLearner.directed_update``).
+2. *Sampling*: draw ``meta_batch_size`` tasks; collect ``episodes_per_task`` episodes of each with ``theta``.
+3. *Inner adaptation*: adapt ``theta`` to each task (``inner_steps`` steps on those episodes), then collect
+   post-adaptation episodes with each task's adapted parameters (one batched rollout).
+4. *Outer step*: the meta-loss over all tasks (second order for MAML/Meta-SGD, first order for FOMAML);
+   one Adam step on the meta-parameters.
+
+A run directory holds ``config.yaml`` (resolved run config + scenario + git commit), ``metrics.csv`` (one row
+per iteration), TensorBoard event files under ``tb/`` and ``checkpoints/last.pt`` (+ numbered ones).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from intersection_meta.adaptation import GroupedPolicy, meta_config, repeat_tasks, resolve_backend
+from intersection_meta.checkpoint import (
+    CheckpointError,
+    git_sha,
+    load_raw,
+    save_checkpoint,
+    spaces_to_dict,
+)
+from intersection_meta.config import RunConfig, make_config
+from intersection_meta.envs.factory import make_vector_env, observation_and_action_spaces
+from intersection_meta.meta import make_learner
+from intersection_meta.networks import build_policy
+from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
+from intersection_meta.scenario import Scenario, load_scenario
+from intersection_meta.seeding import derive_seed
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "iteration", "wall_time_s", "env_steps", "return_pre", "return_post",
+    "success_rate_pre", "success_rate_post", "collision_rate_pre", "collision_rate_post",
+    "inner_loss", "outer_loss", "directed_lr", "directed_step_norm",
+    "time_sampling_s", "time_inner_s", "time_directed_s", "time_outer_s", "time_iteration_s", "peak_rss_mb",
+)
+#: Columns that legitimately differ between two runs of the same seed (timings, memory).
+TIMING_COLUMNS: frozenset[str] = frozenset(
+    {"wall_time_s", "time_sampling_s", "time_inner_s", "time_directed_s", "time_outer_s", "time_iteration_s",
+     "peak_rss_mb"})
+
+# Seed phases within an iteration.
+_PHASE_TASKS, _PHASE_PRE, _PHASE_POST, _PHASE_DIRECTED_IN, _PHASE_DIRECTED_OUT = range(5)
+
+
+class TrainError(ValueError):
+    """A run cannot start or resume (bad output directory, mismatched resume)."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path
+    metrics: list[dict[str, float]]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far [MB] (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rate(flags: torch.Tensor | None) -> float:
+    return float("nan") if flags is None else float(flags.float().mean())
+
+
+def _env_steps(*batches: Episodes) -> int:
+    return int(sum(int(b.lengths.sum()) for b in batches))
+
+
+class _Clock:
+    """Accumulates wall time per named phase."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Clock:
+        self._name = name
+        return self
+
+    def __enter__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.totals[self._name] = self.totals.get(self._name, 0.0) + time.perf_counter() - self._t0
+
+
+class MetricsWriter:
+    """CSV + TensorBoard writer: ``write(row)`` once per iteration. On resume, rows after the checkpoint go."""
+
+    def __init__(self, out_dir: Path, start_iteration: int, tensorboard: bool = True) -> None:
+        self.csv_path = out_dir / "metrics.csv"
+        rows = []
+        if start_iteration > 0 and self.csv_path.exists():
+            with self.csv_path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) < start_iteration]
+        with self.csv_path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=start_iteration or None)
+
+    def write(self, row: dict[str, float]) -> None:
+        with self.csv_path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=METRIC_COLUMNS).writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+        if self.tb is not None:
+            step = int(row["iteration"])
+            for key, value in row.items():
+                if key != "iteration" and isinstance(value, int | float) and math.isfinite(value):
+                    group = "time" if key.startswith("time_") else ("env" if "rate" in key else "meta")
+                    self.tb.add_scalar(f"{group}/{key}", value, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    with Path(path).open(newline="") as fh:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()}
+                for r in csv.DictReader(fh)]
+
+
+class Trainer:
+    """Holds the run's state (policy, learner, optimiser, scenario) and runs meta-iterations."""
+
+    def __init__(self, config: RunConfig, scenario: Scenario | None = None) -> None:
+        self.config = config
+        self.scenario = scenario or load_scenario(config.scenario)
+        self.backend = resolve_backend(config.backend, self.scenario.kind)
+        probe_task = self.scenario.medium_task()
+        self.obs_space, self.act_space = observation_and_action_spaces(probe_task)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
+            torch.manual_seed(derive_seed(config.seed, 0xC0FFEE))
+            self.policy = build_policy(self.obs_space, self.act_space, hidden=config.hidden_sizes)
+        self.learner = make_learner(config.algo, self.policy, meta_config(config))
+        self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.meta_lr)
+        self.iteration = 0
+        self.env_steps = 0
+        self.wall_time_s = 0.0
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "algo": self.config.algo,
+            "iteration": self.iteration,
+            "policy_state": self.policy.state_dict(),
+            "meta_state": self.learner.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "config": self.config.to_dict(),
+            "scenario": self.scenario.to_dict(),
+            "spaces": spaces_to_dict(self.obs_space, self.act_space),
+            "git_sha": git_sha(),
+            "extra": {"env_steps": self.env_steps, "wall_time_s": self.wall_time_s, "backend": self.backend},
+        }
+
+    def load_state(self, raw: dict[str, Any]) -> None:
+        self.policy.load_state_dict(raw["policy_state"])
+        if raw["meta_state"]:
+            self.learner.load_state_dict(raw["meta_state"])
+        self.optimizer.load_state_dict(raw["optimizer_state"])
+        self.iteration = int(raw["iteration"])
+        self.env_steps = int(raw.get("extra", {}).get("env_steps", 0))
+        self.wall_time_s = float(raw.get("extra", {}).get("wall_time_s", 0.0))
+
+    # -- one meta-iteration ------------------------------------------------------------------------------------
+    def _collect(self, tasks: list, policy: Any, seed: int) -> Episodes:
+        vec_env = make_vector_env(tasks, seed=seed, backend=self.backend)
+        try:
+            return collect_episodes(vec_env, policy, None, seed=seed)
+        finally:
+            vec_env.close()
+
+    def step(self) -> dict[str, float]:
+        """Run one meta-iteration and return its metrics row."""
+        cfg, k, clock = self.config, self.iteration, _Clock()
+        t_start = time.perf_counter()
+        steps = 0
+        directed_info = {"directed_lr": float("nan"), "directed_step_norm": float("nan")}
+
+        if cfg.directed:
+            medium = [self.scenario.medium_task()] * cfg.directed_episodes
+            with clock("sampling"):
+                med_in = self._collect(medium, self.policy, derive_seed(cfg.seed, k, _PHASE_DIRECTED_IN))
+            med_out = None
+            if cfg.directed_mode == "fomaml":
+                with clock("directed"):
+                    adapted = self.learner.adapt(self.learner.params(), med_in, differentiable=False)
+                with clock("sampling"):
+                    med_out = self._collect(medium, GroupedPolicy(self.policy, [adapted], len(medium)),
+                                            derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT))
+                steps += _env_steps(med_out)
+            steps += _env_steps(med_in)
+            with clock("directed"):
+                directed_info = self.learner.directed_update(med_in, med_out, iteration=k)
+
+        tasks = self.scenario.sample_tasks(cfg.meta_batch_size, seed=derive_seed(cfg.seed, k, _PHASE_TASKS))
+        slots = repeat_tasks(tasks, cfg.episodes_per_task)
+        with clock("sampling"):
+            pre = self._collect(slots, self.policy, derive_seed(cfg.seed, k, _PHASE_PRE))
+        pre_by_task = split_by_task(pre, len(tasks))
+        with clock("inner"):
+            theta = self.learner.params()
+            adapted = [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
+        with clock("sampling"):
+            post = self._collect(slots, GroupedPolicy(self.policy, adapted, cfg.episodes_per_task),
+                                 derive_seed(cfg.seed, k, _PHASE_POST))
+        post_by_task = split_by_task(post, len(tasks))
+        steps += _env_steps(pre, post)
+
+        with clock("outer"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, info = self.learner.outer_loss(self.learner.params(), list(zip(pre_by_task, post_by_task)))
+            loss.backward()
+            if cfg.outer_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.learner.meta_parameters(), cfg.outer_grad_clip)
+            self.optimizer.step()
+
+        self.iteration += 1
+        self.env_steps += steps
+        elapsed = time.perf_counter() - t_start
+        self.wall_time_s += elapsed
+        return {
+            "iteration": self.iteration,
+            "wall_time_s": self.wall_time_s,
+            "env_steps": self.env_steps,
+            "return_pre": float(pre.returns.mean()),
+            "return_post": float(post.returns.mean()),
+            "success_rate_pre": _rate(pre.arrived),
+            "success_rate_post": _rate(post.arrived),
+            "collision_rate_pre": _rate(pre.crashed),
+            "collision_rate_post": _rate(post.crashed),
+            "inner_loss": info["inner_loss"],
+            "outer_loss": info["outer_loss"],
+            **{key: float(v) for key, v in directed_info.items()},
+            "time_sampling_s": clock.totals.get("sampling", 0.0),
+            "time_inner_s": clock.totals.get("inner", 0.0),
+            "time_directed_s": clock.totals.get("directed", 0.0),
+            "time_outer_s": clock.totals.get("outer", 0.0),
+            "time_iteration_s": elapsed,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+
+
+def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
+    text = yaml.safe_dump({"git_sha": git_sha(), "backend": trainer.backend, "run": trainer.config.to_dict(),
+                           "scenario": trainer.scenario.to_dict()}, sort_keys=False)
+    tmp = out_dir / "config.yaml.tmp"
+    tmp.write_text(text)
+    tmp.replace(out_dir / "config.yaml")
+
+
+def default_out_dir(config: RunConfig, scenario_name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{scenario_name}__{config.algo}__s{config.seed}__{stamp}"
+
+
+def train(
+    config: RunConfig,
+    out_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: bool = True,
+    on_iteration: Callable[[dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Meta-train according to ``config`` into ``out_dir`` (created; must be new unless ``resume``).
+
+    Args:
+        resume: continue the run in ``out_dir`` from ``checkpoints/last.pt``; its stored config is used and must
+            not conflict with ``config`` (only ``iterations`` may be raised).
+        stop_after: stop after this many iterations in this call (for tests of interruption); the run stays
+            resumable.
+
+    Raises:
+        TrainError: the output directory is unusable or the resume does not match.
+    """
+    if resume:
+        if out_dir is None:
+            raise TrainError("--resume needs the run directory")
+        ckpt_path = Path(out_dir) / "checkpoints" / "last.pt"
+        try:
+            raw = load_raw(ckpt_path)
+        except CheckpointError as exc:
+            raise TrainError(f"cannot resume: {exc}") from None
+        stored = make_config(raw["config"], source=f"{ckpt_path} (config)")
+        config = make_config({"iterations": max(config.iterations, stored.iterations)}, base=stored)
+        trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"))
+        trainer.load_state(raw)
+    else:
+        scenario = load_scenario(config.scenario)
+        out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
+        if (out_dir / "checkpoints" / "last.pt").exists():
+            raise TrainError(f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose "
+                             "another --out")
+        trainer = Trainer(config, scenario)
+    out_dir = Path(out_dir)
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _write_run_config(out_dir, trainer)
+    writer = MetricsWriter(out_dir, trainer.iteration, tensorboard=tensorboard)
+    rows: list[dict[str, float]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.iterations, initial=trainer.iteration, desc=f"{config.algo} on {trainer.scenario.name}",
+                   unit="it", file=sys.stderr, dynamic_ncols=True)
+    last = out_dir / "checkpoints" / "last.pt"
+    try:
+        done_here = 0
+        while trainer.iteration < config.iterations and (stop_after is None or done_here < stop_after):
+            row = trainer.step()
+            done_here += 1
+            writer.write(row)
+            rows.append(row)
+            save_checkpoint(last, trainer.state())
+            if trainer.iteration % config.checkpoint_every == 0 or trainer.iteration == config.iterations:
+                save_checkpoint(out_dir / "checkpoints" / f"iter_{trainer.iteration:05d}.pt", trainer.state())
+            if on_iteration is not None:
+                on_iteration(row)
+            if bar is not None:
+                postfix = {"R_pre": f"{row['return_pre']:.2f}", "R_post": f"{row['return_post']:.2f}"}
+                if not math.isnan(row["success_rate_post"]):
+                    postfix.update(success=f"{row['success_rate_post']:.0%}",
+                                   crash=f"{row['collision_rate_post']:.0%}")
+                postfix["s/it"] = f"{row['time_iteration_s']:.1f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close()
+    return TrainResult(out_dir=out_dir, checkpoint=last, metrics=rows)
