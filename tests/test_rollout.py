@@ -41,7 +41,7 @@ def test_cartpole_episode_structure(cartpole_episodes):
     assert (eps.lengths[eps.truncated] == 20).all() and (eps.lengths[~eps.truncated] <= 20).all()
     assert not eps.truncated[eps.lengths < 20].any()
     assert eps.truncated.any() and (~eps.truncated).any()  # this seed exercises both
-    for b in torch.flatnonzero(ended_by_term):
+    for b in torch.nonzero(ended_by_term).flatten():
         assert eps.terminated[eps.lengths[b] - 1, b]
     assert eps.crashed is None and eps.arrived is None
 
