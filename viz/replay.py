@@ -190,7 +190,9 @@ def draw_window(surface: Any, state: ViewState) -> None:
         box = pygame.Surface((560, 30 + 22 * len(HELP_LINES)), pygame.SRCALPHA)
         box.fill((0, 0, 0, 215))
         for i, line in enumerate(("keys",) + HELP_LINES):
-            box.blit(_font(20, bold=i == 0).render(line, True, (240, 240, 240)), (14, 8 + 22 * i))
+            key, _, text = line.partition("  ")
+            box.blit(_font(20, bold=True).render(key, True, (240, 240, 240)), (14, 8 + 22 * i))
+            box.blit(_font(20).render(text.strip(), True, (240, 240, 240)), (130, 8 + 22 * i))
         surface.blit(box, box.get_rect(center=surface.get_rect().center))
 
 
@@ -392,7 +394,8 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
     """The interactive event loop."""
     import pygame
 
-    pygame.init()
+    pygame.display.init()
+    pygame.font.init()
     try:
         screen = pygame.display.set_mode(window_size(state.recordings))
     except pygame.error as err:
