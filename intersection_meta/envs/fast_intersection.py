@@ -1,0 +1,963 @@
+"""Native batched simulator of the two-vehicle intersection, faithful to highway-env 1.12.1.
+
+``FastIntersectionVectorEnv(tasks, seed=...)`` simulates ``len(tasks)`` scenes at once with NumPy (float64,
+the same formulas and operation order as highway-env), as a gymnasium 1.x ``VectorEnv`` with ``NEXT_STEP``
+autoreset. Each scene is the reference ``TwoVehicleIntersectionEnv`` (an ego ``MDPVehicle`` and one other
+vehicle, an ``IDMVehicle`` or a ``ControlledVehicle``) on highway-env's intersection road, where the
+following is reproduced:
+
+* the road network (read once from highway-env's own ``IntersectionEnv._make_road``): 20 straight and
+  circular lanes, their local coordinates, headings, priorities; ``get_closest_lane_index`` (position +
+  heading distance over every lane, first minimum), evaluated exactly but pruned with a bounding-box lower
+  bound so most vehicles only test the lane they were on;
+* routes (``plan_route_to``), ``follow_road``/``next_lane`` (route popping, fallback to the closest
+  successor lane), ``position_heading_along_route``;
+* the kinematic bicycle model (``Vehicle.step``, slip angle, speed clipping, crashed braking, impacts);
+* ``ControlledVehicle`` steering/speed controllers, ``MDPVehicle`` target-speed indices (``FASTER``/``SLOWER``
+  from the *current* speed), the meta-action applied at the first of the 15 frames of a decision;
+* ``IDMVehicle`` with the intersection's constants (``DISTANCE_WANTED`` 7, ``COMFORT_ACC_MAX`` 6,
+  ``COMFORT_ACC_MIN`` -3, ``DELTA`` 4): front vehicle searched on its current lane and, when it differs, on
+  its target lane (``Road.neighbour_vehicles``, margin 1 m), gaps measured on its current lane;
+* optionally (``regulated_road=True``, stock ``IntersectionEnv``; the reference env uses a plain ``Road``)
+  ``RegulatedRoad.enforce_road_rules`` every ``int(1 / dt / 2)`` road steps: constant-speed trajectory
+  prediction along routes, the (highway-env-exact) rotated-rectangle conflict test, lane priorities, the
+  non-MDP vehicle yielding (target speed 0) and being released at the next check (target speed = lane speed
+  limit);
+* collisions (``RoadObject.handle_collisions`` with the spherical pre-check and the SAT polygon test,
+  ``impact`` applied at the next frame, crashed flags);
+* ``has_arrived``, ``_clear_vehicles`` (the other vehicle disappears from the scene and the observation once
+  it is 20 m before the end of its exit lane), the stock ``_agent_reward`` / ``_rewards`` terms, and the
+  normalised, clipped Kinematics observation (ego row, then the other vehicle if ``close_objects_to`` sees
+  it: within 200 m and not more than 10 m behind along the ego's lane), flattened to float32.
+
+The simulation is deterministic: seeds only seed ``self.np_random`` (unused by the dynamics).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from intersection_meta.tasks import APPROACH_LANE_LENGTH_M, ENTRIES, IntersectionSettings, IntersectionTask
+
+__all__ = [
+    "FastIntersectionVectorEnv",
+    "LaneTable",
+    "lane_table",
+    "ROAD_ORDER_EGO_FIRST",
+]
+
+#: Order of the two vehicles in ``road.vehicles`` of the reference env (it matters for the collision
+#: pre-check, which uses the first vehicle's speed, and for priority ties): ``TwoVehicleIntersectionEnv``
+#: uses ``[ego, other]``.
+ROAD_ORDER_EGO_FIRST = True
+
+# Vehicle / controller constants (highway_env.vehicle.*), spelled as highway-env computes them.
+_LENGTH = 5.0
+_WIDTH = 2.0
+_DIAGONAL = float(np.sqrt(_LENGTH**2 + _WIDTH**2))
+_MAX_SPEED = 40.0
+_MIN_SPEED = -40.0
+_TAU_ACC = 0.6
+_TAU_HEADING = 0.2
+_TAU_LATERAL = 0.6
+_TAU_PURSUIT = 0.5 * _TAU_HEADING
+_KP_A = 1 / _TAU_ACC
+_KP_HEADING = 1 / _TAU_HEADING
+_KP_LATERAL = 1 / _TAU_LATERAL
+_MAX_STEERING_ANGLE = np.pi / 3
+# IDM with IntersectionEnv's constants.
+_IDM_ACC_MAX = 6.0
+_IDM_COMFORT_ACC_MAX = 6.0
+_IDM_COMFORT_ACC_MIN = -3.0
+_IDM_DISTANCE_WANTED = 7.0
+_IDM_TIME_WANTED = 1.5
+_IDM_DELTA = 4.0
+# Lanes.
+_VEHICLE_LENGTH_LANE = 5.0  # AbstractLane.VEHICLE_LENGTH
+_PERCEPTION_DISTANCE = 5.0 * _MAX_SPEED
+_REGULATION_FREQUENCY = 2
+_CONFLICT_TIMES = np.arange(0.25, 3, 0.25)
+_EXIT_DISTANCE_M = 25.0
+_OBS_RANGES = {"x": (-100.0, 100.0), "y": (-100.0, 100.0), "vx": (-20.0, 20.0), "vy": (-20.0, 20.0)}
+_ACTIONS = ("SLOWER", "IDLE", "FASTER")
+_EGO, _OTHER = 0, 1
+
+
+@dataclass(frozen=True)
+class LaneTable:
+    """highway-env's intersection lanes as arrays, in ``RoadNetwork.graph`` iteration order."""
+
+    names: tuple[tuple[str, str, int], ...]
+    circular: np.ndarray  # bool
+    start: np.ndarray  # (L, 2) straight lanes
+    direction: np.ndarray  # (L, 2)
+    direction_lateral: np.ndarray  # (L, 2)
+    heading: np.ndarray  # straight lanes
+    length: np.ndarray
+    center: np.ndarray  # (L, 2) circular lanes
+    radius: np.ndarray
+    start_phase: np.ndarray
+    turn: np.ndarray  # CircularLane.direction (+1 clockwise, -1 otherwise)
+    width: np.ndarray
+    priority: np.ndarray
+    speed_limit: np.ndarray
+    is_exit: np.ndarray  # "il" in from and "o" in to
+    bbox: np.ndarray  # (L, 4) xmin, xmax, ymin, ymax of the lane centre curve (slightly padded)
+    successors: np.ndarray  # (L, 3) lanes starting at this lane's end node, graph order, -1 padded
+    from_node: tuple[str, ...]
+    to_node: tuple[str, ...]
+
+    def index(self, name: tuple[str, str, int]) -> int:
+        return self.names.index(name)
+
+
+def _reference_network() -> Any:
+    from highway_env.envs.intersection_env import IntersectionEnv
+
+    env = IntersectionEnv.__new__(IntersectionEnv)
+    env.config = IntersectionEnv.default_config()
+    env.np_random = np.random.default_rng(0)
+    IntersectionEnv._make_road(env)
+    return env.road.network
+
+
+@functools.lru_cache(maxsize=1)
+def lane_table() -> LaneTable:
+    """Extract the lane geometry from highway-env's own intersection road (built once)."""
+    from highway_env.road.lane import CircularLane, StraightLane
+
+    net = _reference_network()
+    names, lanes = [], []
+    for _from, to_dict in net.graph.items():
+        for _to, lane_list in to_dict.items():
+            for _id, lane in enumerate(lane_list):
+                names.append((_from, _to, _id))
+                lanes.append(lane)
+    n = len(lanes)
+    z2 = np.zeros((n, 2))
+    start, direction, direction_lat, center = z2.copy(), z2.copy(), z2.copy(), z2.copy()
+    heading, radius, start_phase, turn = np.zeros(n), np.ones(n), np.zeros(n), np.ones(n)
+    circular = np.zeros(n, dtype=bool)
+    bbox = np.zeros((n, 4))
+    for i, lane in enumerate(lanes):
+        if isinstance(lane, CircularLane):
+            circular[i] = True
+            center[i] = lane.center
+            radius[i] = lane.radius
+            start_phase[i] = lane.start_phase
+            turn[i] = lane.direction
+        elif isinstance(lane, StraightLane):
+            start[i] = lane.start
+            direction[i] = lane.direction
+            direction_lat[i] = lane.direction_lateral
+            heading[i] = lane.heading
+        else:  # pragma: no cover - the intersection only has these two lane types
+            raise TypeError(f"unsupported lane type {type(lane).__name__}")
+        pts = np.array([lane.position(s, 0.0) for s in np.linspace(0.0, lane.length, 2001)])
+        pad = 1e-3
+        bbox[i] = (pts[:, 0].min() - pad, pts[:, 0].max() + pad, pts[:, 1].min() - pad, pts[:, 1].max() + pad)
+    successors = -np.ones((n, 3), dtype=np.int64)
+    for i, (_from, _to, _id) in enumerate(names):
+        nxt = [names.index((_to, t, 0)) for t in net.graph.get(_to, {})]
+        successors[i, : len(nxt)] = nxt
+    return LaneTable(
+        names=tuple(names),
+        circular=circular,
+        start=start,
+        direction=direction,
+        direction_lateral=direction_lat,
+        heading=heading,
+        length=np.array([lane.length for lane in lanes], dtype=np.float64),
+        center=center,
+        radius=radius,
+        start_phase=start_phase,
+        turn=turn,
+        width=np.array([lane.width for lane in lanes], dtype=np.float64),
+        priority=np.array([lane.priority for lane in lanes], dtype=np.int64),
+        speed_limit=np.array([lane.speed_limit for lane in lanes], dtype=np.float64),
+        is_exit=np.array(["il" in f and "o" in t for f, t, _ in names]),
+        bbox=bbox,
+        successors=successors,
+        from_node=tuple(f for f, _, _ in names),
+        to_node=tuple(t for _, t, _ in names),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _route(lane: int, destination: str) -> tuple[int, ...]:
+    """``ControlledVehicle.plan_route_to``: the current lane, then the BFS shortest path's roads."""
+    tab = lane_table()
+    net = _reference_network_cached()
+    try:
+        path = net.shortest_path(tab.to_node[lane], destination)
+    except KeyError:
+        path = []
+    return (lane,) + tuple(tab.index((path[i], path[i + 1], 0)) for i in range(len(path) - 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_network_cached() -> Any:
+    return _reference_network()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lane geometry, vectorised over arbitrary arrays of lane indices.
+# ----------------------------------------------------------------------------------------------------------
+def _wrap_to_pi(x: np.ndarray) -> np.ndarray:
+    return ((x + np.pi) % (2 * np.pi)) - np.pi
+
+
+def _not_zero(x: np.ndarray, eps: float = 1e-2) -> np.ndarray:
+    return np.where(np.abs(x) > eps, x, np.where(x >= 0, eps, -eps))
+
+
+def _local_coordinates(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``lane.local_coordinates(position)`` for each element (straight or circular)."""
+    circ = tab.circular[lane]
+    dx = x - tab.start[lane, 0]
+    dy = y - tab.start[lane, 1]
+    s = dx * tab.direction[lane, 0] + dy * tab.direction[lane, 1]
+    r = dx * tab.direction_lateral[lane, 0] + dy * tab.direction_lateral[lane, 1]
+    if circ.any():
+        cdx = x - tab.center[lane, 0]
+        cdy = y - tab.center[lane, 1]
+        sp = tab.start_phase[lane]
+        phi = sp + _wrap_to_pi(np.arctan2(cdy, cdx) - sp)
+        rho = np.sqrt(cdx * cdx + cdy * cdy)
+        turn = tab.turn[lane]
+        radius = tab.radius[lane]
+        s = np.where(circ, turn * (phi - sp) * radius, s)
+        r = np.where(circ, turn * (radius - rho), r)
+    return s, r
+
+
+def _heading_at(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> np.ndarray:
+    turn = tab.turn[lane]
+    phi = turn * s / tab.radius[lane] + tab.start_phase[lane]
+    return np.where(tab.circular[lane], phi + np.pi / 2 * turn, tab.heading[lane])
+
+
+def _position(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``lane.position(s, 0)``."""
+    turn = tab.turn[lane]
+    phi = turn * s / tab.radius[lane] + tab.start_phase[lane]
+    rad = tab.radius[lane]
+    circ = tab.circular[lane]
+    x = np.where(circ, tab.center[lane, 0] + rad * np.cos(phi), tab.start[lane, 0] + s * tab.direction[lane, 0])
+    y = np.where(circ, tab.center[lane, 1] + rad * np.sin(phi), tab.start[lane, 1] + s * tab.direction[lane, 1])
+    return x, y
+
+
+def _lane_distance(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``lane.distance_with_heading(position, heading)``."""
+    s, r = _local_coordinates(tab, lane, x, y)
+    angle = np.abs(_wrap_to_pi(h - _heading_at(tab, lane, s)))
+    return np.abs(r) + np.maximum(s - tab.length[lane], 0) + np.maximum(0 - s, 0) + 1.0 * angle
+
+
+def _closest_lane(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """``RoadNetwork.get_closest_lane_index`` (first argmin over all lanes), exactly.
+
+    A vehicle keeps its previous lane without scanning the others when every other lane's bounding-box
+    distance (a lower bound of its lane distance) is larger than the previous lane's distance.
+    """
+    n_lanes = len(tab.names)
+    if prev is not None and x.size:
+        d_prev = _lane_distance(tab, prev, x, y, h)
+        bb = tab.bbox
+        ox = np.maximum(np.maximum(bb[:, 0] - x[:, None], x[:, None] - bb[:, 1]), 0.0)
+        oy = np.maximum(np.maximum(bb[:, 2] - y[:, None], y[:, None] - bb[:, 3]), 0.0)
+        lower = np.maximum(ox, oy)
+        lower[np.arange(x.size), prev] = np.inf
+        scan = (lower <= d_prev[:, None] + 1e-9).any(axis=1)
+        out = prev.copy()
+        idx = np.nonzero(scan)[0]
+        if idx.size:
+            out[idx] = _closest_lane(tab, x[idx], y[idx], h[idx], None)
+        return out
+    lanes = np.broadcast_to(np.arange(n_lanes), (x.size, n_lanes))
+    d = _lane_distance(tab, lanes, x[:, None], y[:, None], h[:, None])
+    return np.argmin(d, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Task -> initial scene.
+# ----------------------------------------------------------------------------------------------------------
+_INTENT_OFFSET = {"right": -1, "straight": 2, "left": 1}
+
+
+def _destination(entry: int, intent: str) -> str:
+    if intent not in _INTENT_OFFSET:
+        raise ValueError(f"unknown intent {intent!r}; allowed: {sorted(_INTENT_OFFSET)}")
+    return f"o{(entry + _INTENT_OFFSET[intent]) % 4}"
+
+
+def _entry_index(entry: str) -> int:
+    if entry not in ENTRIES:
+        raise ValueError(f"unknown entry {entry!r}; allowed: {list(ENTRIES)}")
+    return ENTRIES.index(entry)
+
+
+def _check_settings(tasks: Sequence[IntersectionTask]) -> IntersectionSettings:
+    if len(tasks) == 0:
+        raise ValueError("FastIntersectionVectorEnv needs at least one task")
+    for t in tasks:
+        if not isinstance(t, IntersectionTask):
+            raise TypeError(f"FastIntersectionVectorEnv takes IntersectionTask values, got {type(t).__name__}")
+        if t.other_driver not in ("idm", "constant_speed"):
+            raise ValueError(f"unknown other_driver {t.other_driver!r}; allowed: ['constant_speed', 'idm']")
+    s0 = tasks[0].settings
+    if s0.action != "discrete":
+        raise ValueError("the fast backend only simulates the discrete meta-action space (settings.action='discrete')")
+    for f in s0.observation_features:
+        if f not in ("presence", "x", "y", "vx", "vy", "cos_h", "sin_h"):
+            raise ValueError(f"observation feature {f!r} is not supported by the fast backend")
+    for t in tasks[1:]:
+        s = t.settings
+        same = (
+            s.duration_s == s0.duration_s
+            and s.policy_frequency_hz == s0.policy_frequency_hz
+            and s.simulation_frequency_hz == s0.simulation_frequency_hz
+            and s.action == s0.action
+            and tuple(s.target_speeds_mps) == tuple(s0.target_speeds_mps)
+            and tuple(s.observation_features) == tuple(s0.observation_features)
+            and s.observation_absolute == s0.observation_absolute
+        )
+        if not same:
+            raise ValueError(
+                "all tasks of a FastIntersectionVectorEnv must share their settings (only reward weights may differ); "
+                f"task {t.task_id} differs from task {tasks[0].task_id}"
+            )
+    return s0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The vector env.
+# ----------------------------------------------------------------------------------------------------------
+class FastIntersectionVectorEnv(VectorEnv):
+    """N two-vehicle intersection scenes simulated together with NumPy (see the module docstring).
+
+    Args:
+        tasks: one ``IntersectionTask`` per sub-env (they must share their settings except reward weights).
+        seed: optional seed of ``self.np_random`` (the dynamics are deterministic).
+        regulated_road: simulate highway-env's ``RegulatedRoad`` right-of-way rules (stock
+            ``IntersectionEnv``); the reference ``TwoVehicleIntersectionEnv`` uses a plain ``Road`` (False).
+        see_behind: Kinematics ``see_behind`` (the reference env sets True; stock highway-env is False, which
+            hides the other vehicle when it is more than 10 m behind the ego along the ego's lane).
+
+    Observations are float32 arrays ``(num_envs, 2 * n_features)``; actions are integers in {0 SLOWER,
+    1 IDLE, 2 FASTER}. ``step`` infos hold ``crashed``, ``arrived``, ``speed`` and ``rewards`` (a dict of
+    reward-term arrays), each with gymnasium's ``_key`` mask.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        tasks: Sequence[IntersectionTask],
+        seed: int | None = None,
+        *,
+        regulated_road: bool = False,
+        see_behind: bool = True,
+    ) -> None:
+        self.tasks = tuple(tasks)
+        self._regulated = bool(regulated_road)
+        self._see_behind = bool(see_behind)
+        settings = _check_settings(self.tasks)
+        self.settings = settings
+        self.num_envs = len(self.tasks)
+        self.render_mode = None
+        self._tab = lane_table()
+        self._features = tuple(settings.observation_features)
+        n_feat = len(self._features)
+        self.single_observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2 * n_feat,), dtype=np.float32)
+        self.single_action_space = gym.spaces.Discrete(len(_ACTIONS))
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._frames = int(settings.simulation_frequency_hz // settings.policy_frequency_hz)
+        self._dt = 1 / settings.simulation_frequency_hz
+        self._regulation_every = int(1 / self._dt / _REGULATION_FREQUENCY)
+        self._target_speeds = np.asarray(settings.target_speeds_mps, dtype=np.float64)
+        self._build_initial_state()
+        self._state: dict[str, np.ndarray] = {}
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+
+    # --- initial state --------------------------------------------------------------------------------------
+    def _build_initial_state(self) -> None:
+        tab = self._tab
+        n = self.num_envs
+        lane0 = np.zeros((n, 2), dtype=np.int64)
+        s0 = np.zeros((n, 2))
+        speed = np.zeros((n, 2))
+        dest: list[tuple[str, str]] = []
+        idm = np.zeros(n, dtype=bool)
+        w = np.zeros((n, 3))
+        speed_range = np.zeros((n, 2))
+        normalize = np.zeros(n, dtype=bool)
+        for i, t in enumerate(self.tasks):
+            ke, ko = _entry_index(t.ego_entry), _entry_index(t.other_entry)
+            lane0[i] = (tab.index((f"o{ke}", f"ir{ke}", 0)), tab.index((f"o{ko}", f"ir{ko}", 0)))
+            s0[i] = (
+                APPROACH_LANE_LENGTH_M - t.ego_distance_to_stop_m,
+                APPROACH_LANE_LENGTH_M - t.other_distance_to_stop_m,
+            )
+            speed[i] = (t.ego_speed_mps, t.other_speed_mps)
+            dest.append((_destination(ke, t.ego_intent), _destination(ko, t.other_intent)))
+            idm[i] = t.other_driver == "idm"
+            r = t.settings.rewards
+            w[i] = (r.collision_reward, r.high_speed_reward, r.arrived_reward)
+            speed_range[i] = r.reward_speed_range_mps
+            normalize[i] = r.normalize_reward
+        x, y = _position(tab, lane0, s0)
+        heading = _heading_at(tab, lane0, s0)
+        lane = _closest_lane(tab, x.ravel(), y.ravel(), heading.ravel(), None).reshape(n, 2)
+        routes = -np.ones((n, 2, 4), dtype=np.int64)
+        route_len = np.zeros((n, 2), dtype=np.int64)
+        for i in range(n):
+            for v in range(2):
+                rt = _route(int(lane[i, v]), dest[i][v])
+                routes[i, v, : len(rt)] = rt
+                route_len[i, v] = len(rt)
+        # MDPVehicle.__init__: target speed = closest allowed target speed to the initial speed.
+        ego_index = self._speed_to_index(speed[:, _EGO])
+        target_speed = speed.copy()
+        target_speed[:, _EGO] = self._target_speeds[ego_index]
+        self._init = {
+            "x": x,
+            "y": y,
+            "heading": heading,
+            "speed": speed,
+            "lane": lane,
+            "target_lane": lane.copy(),
+            "route_ptr": np.zeros((n, 2), dtype=np.int64),
+            "target_speed": target_speed,
+            "speed_index": ego_index,
+        }
+        self._routes = routes
+        self._route_len = route_len
+        self._idm = idm
+        self._reward_w = w
+        self._speed_range = speed_range
+        self._normalize_reward = normalize
+
+    def _speed_to_index(self, speed: np.ndarray) -> np.ndarray:
+        ts = self._target_speeds
+        xs = (speed - ts[0]) / (ts[-1] - ts[0])
+        return np.clip(np.round(xs * (ts.size - 1)), 0, ts.size - 1).astype(np.int64)
+
+    def _reset_scenes(self, mask: np.ndarray) -> None:
+        st, init, n = self._state, self._init, self.num_envs
+        if not st:
+            st.update(
+                x=np.zeros((n, 2)), y=np.zeros((n, 2)), heading=np.zeros((n, 2)), speed=np.zeros((n, 2)),
+                lane=np.zeros((n, 2), dtype=np.int64), target_lane=np.zeros((n, 2), dtype=np.int64),
+                route_ptr=np.zeros((n, 2), dtype=np.int64), target_speed=np.zeros((n, 2)),
+                speed_index=np.zeros(n, dtype=np.int64), steering=np.zeros((n, 2)), acceleration=np.zeros((n, 2)),
+                crashed=np.zeros((n, 2), dtype=bool), impact=np.zeros((n, 2, 2)),
+                has_impact=np.zeros((n, 2), dtype=bool), present=np.ones(n, dtype=bool),
+                yielding=np.zeros(n, dtype=bool), road_steps=np.zeros(n, dtype=np.int64),
+                time=np.zeros(n), elapsed_steps=np.zeros(n, dtype=np.int64),
+            )
+        for k, v in init.items():
+            st[k][mask] = v[mask]
+        for k in ("steering", "acceleration", "impact", "time"):
+            st[k][mask] = 0
+        for k in ("crashed", "has_impact", "yielding"):
+            st[k][mask] = False
+        st["present"][mask] = True
+        st["road_steps"][mask] = 0
+        st["elapsed_steps"][mask] = 0
+
+    # --- gymnasium API -------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        if isinstance(seed, (list, tuple)):
+            seed = seed[0] if seed else None
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (self.num_envs,):
+                raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+            if not self._state:
+                raise ValueError("the first reset must reset every sub-env (no reset_mask)")
+        self._reset_scenes(mask)
+        self._needs_reset[mask] = False
+        obs = self._observe()
+        infos = self._infos(np.ones(self.num_envs, dtype=bool))
+        return obs, infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if not self._state:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions).reshape(-1)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"expected {self.num_envs} actions, got shape {np.shape(actions)}")
+        if np.any((actions < 0) | (actions >= len(_ACTIONS))):
+            raise ValueError(f"actions must be in [0, {len(_ACTIONS) - 1}], got {actions}")
+        autoreset = self._needs_reset.copy()
+        st = self._state
+        for frame in range(self._frames):
+            self._frame(actions.astype(np.int64) if frame == 0 else None)
+        st["time"] += 1 / self.settings.policy_frequency_hz
+        st["elapsed_steps"] += 1
+        obs = self._observe()
+        rewards, terms = self._reward_terms()
+        crashed = st["crashed"][:, _EGO].copy()
+        arrived = terms["arrived_reward"].astype(bool)
+        terminated = crashed | arrived
+        truncated = st["time"] >= self.settings.duration_s
+        infos = self._infos(np.ones(self.num_envs, dtype=bool), terms=terms, crashed=crashed, arrived=arrived)
+        self._clear_vehicles()
+        if autoreset.any():
+            self._reset_scenes(autoreset)
+            obs[autoreset] = self._observe()[autoreset]
+            rewards[autoreset] = 0.0
+            terminated[autoreset] = False
+            truncated[autoreset] = False
+            reset_infos = self._infos(autoreset)
+            for k, v in infos.items():
+                if isinstance(v, dict):
+                    for kk in v:
+                        v[kk][autoreset] = reset_infos[k][kk][autoreset]
+                elif not k.startswith("_"):
+                    v[autoreset] = reset_infos[k][autoreset]
+        self._needs_reset = terminated | truncated
+        return obs, rewards, terminated, truncated, infos
+
+    # --- simulation ----------------------------------------------------------------------------------------
+    def _follow_road(self, active: np.ndarray) -> None:
+        """``ControlledVehicle.follow_road`` for the (scene, vehicle) pairs in ``active``."""
+        st, tab = self._state, self._tab
+        tl = st["target_lane"]
+        s, _ = _local_coordinates(tab, tl, st["x"], st["y"])
+        due = active & (s > tab.length[tl] - _VEHICLE_LENGTH_LANE / 2)
+        for i, v in zip(*np.nonzero(due)):
+            self._next_lane(int(i), int(v))
+
+    def _next_lane(self, i: int, v: int) -> None:
+        """``RoadNetwork.next_lane`` with the vehicle's route (scalar: lane switches are rare events)."""
+        st, tab = self._state, self._tab
+        cur = int(st["target_lane"][i, v])
+        ptr, rlen = int(st["route_ptr"][i, v]), int(self._route_len[i, v])
+        route = self._routes[i, v]
+        nxt = -1
+        if ptr < rlen and int(route[ptr]) == cur:
+            ptr += 1
+        if ptr < rlen and tab.from_node[int(route[ptr])] == tab.to_node[cur]:
+            nxt = int(route[ptr])
+        st["route_ptr"][i, v] = ptr
+        if nxt < 0:
+            lane = np.array([cur])
+            s, _ = _local_coordinates(tab, lane, st["x"][i, v : v + 1], st["y"][i, v : v + 1])
+            px, py = _position(tab, lane, s)
+            cands = tab.successors[cur][tab.successors[cur] >= 0]
+            if cands.size == 0:
+                return
+            cs, cr = _local_coordinates(tab, cands, np.repeat(px, cands.size), np.repeat(py, cands.size))
+            dist = np.abs(cr) + np.maximum(cs - tab.length[cands], 0) + np.maximum(0 - cs, 0)
+            nxt = int(cands[int(np.argmin(dist))])
+        st["target_lane"][i, v] = nxt
+
+    def _steering(self) -> np.ndarray:
+        """``ControlledVehicle.steering_control(target_lane_index)`` for every vehicle."""
+        st, tab = self._state, self._tab
+        tl = st["target_lane"]
+        speed, heading = st["speed"], st["heading"]
+        s, r = _local_coordinates(tab, tl, st["x"], st["y"])
+        future_heading = _heading_at(tab, tl, s + speed * _TAU_PURSUIT)
+        lateral_speed_command = -_KP_LATERAL * r
+        nz = _not_zero(speed)
+        heading_command = np.arcsin(np.clip(lateral_speed_command / nz, -1, 1))
+        heading_ref = future_heading + np.clip(heading_command, -np.pi / 4, np.pi / 4)
+        heading_rate_command = _KP_HEADING * _wrap_to_pi(heading_ref - heading)
+        slip_angle = np.arcsin(np.clip(_LENGTH / 2 / nz * heading_rate_command, -1, 1))
+        steering = np.arctan(2 * np.tan(slip_angle))
+        return np.clip(steering, -_MAX_STEERING_ANGLE, _MAX_STEERING_ANGLE)
+
+    def _idm_acceleration(self) -> np.ndarray:
+        """``IDMVehicle.act`` longitudinal part for the other vehicle of every scene."""
+        st, tab = self._state, self._tab
+        ox, oy = st["x"][:, _OTHER], st["y"][:, _OTHER]
+        ex, ey = st["x"][:, _EGO], st["y"][:, _EGO]
+        lane = st["lane"][:, _OTHER]
+        target_lane = st["target_lane"][:, _OTHER]
+        speed = st["speed"][:, _OTHER]
+        h_o, h_e = st["heading"][:, _OTHER], st["heading"][:, _EGO]
+        sp_e = st["speed"][:, _EGO]
+        target = np.clip(st["target_speed"][:, _OTHER], 0, tab.speed_limit[lane])
+        free = _IDM_COMFORT_ACC_MAX * (1 - np.power(np.maximum(speed, 0) / np.abs(_not_zero(target)), _IDM_DELTA))
+        # Gap along the current lane (lane_distance_to) and the desired gap (desired_gap, projected).
+        s_self, _ = _local_coordinates(tab, lane, ox, oy)
+        s_ego, lat_ego = _local_coordinates(tab, lane, ex, ey)
+        d = s_ego - s_self
+        cos_o, sin_o = np.cos(h_o), np.sin(h_o)
+        dv = (speed * cos_o - sp_e * np.cos(h_e)) * cos_o + (speed * sin_o - sp_e * np.sin(h_e)) * sin_o
+        d_star = _IDM_DISTANCE_WANTED + speed * _IDM_TIME_WANTED + speed * dv / (
+            2 * np.sqrt(-_IDM_COMFORT_ACC_MAX * _IDM_COMFORT_ACC_MIN)
+        )
+        with_front = free - _IDM_COMFORT_ACC_MAX * np.power(d_star / _not_zero(d), 2)
+        present = st["present"]
+
+        def front_on(search_lane: np.ndarray, s_v: np.ndarray, lat_v: np.ndarray, s: np.ndarray) -> np.ndarray:
+            on = (np.abs(lat_v) <= tab.width[search_lane] / 2 + 1) & (-_VEHICLE_LENGTH_LANE <= s_v) & (
+                s_v < tab.length[search_lane] + _VEHICLE_LENGTH_LANE
+            )
+            return on & (s <= s_v)
+
+        # The ego is always on the road while this vehicle acts (only the other vehicle can be cleared).
+        front = front_on(lane, s_ego, lat_ego, s_self)
+        acc = np.where(front, with_front, free)
+        diff = (lane != target_lane) & present
+        if diff.any():
+            idx = np.nonzero(diff)[0]
+            tl = target_lane[idx]
+            s_t, _ = _local_coordinates(tab, tl, ox[idx], oy[idx])
+            s_et, lat_et = _local_coordinates(tab, tl, ex[idx], ey[idx])
+            front_t = front_on(tl, s_et, lat_et, s_t)
+            acc_t = np.where(front_t, with_front[idx], free[idx])
+            acc[idx] = np.minimum(acc[idx], acc_t)
+        return np.clip(acc, -_IDM_ACC_MAX, _IDM_ACC_MAX)
+
+    def _frame(self, meta_actions: np.ndarray | None) -> None:
+        """One ``simulation_frequency`` frame of ``AbstractEnv._simulate`` for every scene."""
+        st, tab = self._state, self._tab
+        n = self.num_envs
+        crashed = st["crashed"]
+        idm = self._idm
+        # Vehicles that run ControlledVehicle.act (a crashed IDMVehicle returns early).
+        acting = np.ones((n, 2), dtype=bool)
+        acting[:, _OTHER] = ~(idm & crashed[:, _OTHER])
+        if meta_actions is not None:
+            # action_type.act(action): MDPVehicle.act(meta-action) (its follow_road), then road.act() below.
+            cur_index = self._speed_to_index(st["speed"][:, _EGO])
+            new_index = np.where(meta_actions == 2, cur_index + 1, np.where(meta_actions == 0, cur_index - 1, -1))
+            change = meta_actions != 1
+            new_index = np.clip(new_index, 0, self._target_speeds.size - 1)
+            st["speed_index"] = np.where(change, new_index, st["speed_index"])
+            st["target_speed"][:, _EGO] = np.where(
+                change, self._target_speeds[st["speed_index"]], st["target_speed"][:, _EGO]
+            )
+            ego_only = np.zeros((n, 2), dtype=bool)
+            ego_only[:, _EGO] = True
+            self._follow_road(ego_only)
+        # road.act()
+        self._follow_road(acting)
+        steering = self._steering()
+        acceleration = _KP_A * (st["target_speed"] - st["speed"])
+        acceleration[:, _OTHER] = np.where(idm, self._idm_acceleration(), acceleration[:, _OTHER])
+        # Vehicle.clip_actions (a crashed vehicle brakes to a stop, wheels straight).
+        steering = np.where(crashed, 0.0, steering)
+        acceleration = np.where(crashed, -1.0 * st["speed"], acceleration)
+        speed = st["speed"]
+        acceleration = np.where(speed > _MAX_SPEED, np.minimum(acceleration, 1.0 * (_MAX_SPEED - speed)), acceleration)
+        acceleration = np.where(speed < _MIN_SPEED, np.maximum(acceleration, 1.0 * (_MIN_SPEED - speed)), acceleration)
+        # road.step(dt): regulation, vehicle dynamics, collisions.
+        st["road_steps"] += 1
+        regulate = (st["road_steps"] % self._regulation_every) == 0
+        if self._regulated and regulate.any():
+            self._enforce_road_rules(regulate)
+        self._dynamics(steering, acceleration)
+        self._collisions()
+
+    def _dynamics(self, steering: np.ndarray, acceleration: np.ndarray) -> None:
+        """``Vehicle.step(dt)`` (kinematic bicycle) and the lane update, for every vehicle."""
+        st, tab, dt = self._state, self._tab, self._dt
+        speed, heading = st["speed"], st["heading"]
+        beta = np.arctan(1 / 2 * np.tan(steering))
+        st["x"] = st["x"] + speed * np.cos(heading + beta) * dt
+        st["y"] = st["y"] + speed * np.sin(heading + beta) * dt
+        hit = st["has_impact"]
+        if hit.any():
+            st["x"] = np.where(hit, st["x"] + st["impact"][..., 0], st["x"])
+            st["y"] = np.where(hit, st["y"] + st["impact"][..., 1], st["y"])
+            st["crashed"] = st["crashed"] | hit
+            st["has_impact"] = np.zeros_like(hit)
+        st["heading"] = heading + speed * np.sin(beta) / (_LENGTH / 2) * dt
+        st["speed"] = speed + acceleration * dt
+        n = self.num_envs
+        lane = _closest_lane(tab, st["x"].ravel(), st["y"].ravel(), st["heading"].ravel(), st["lane"].ravel())
+        st["lane"] = lane.reshape(n, 2)
+
+    def _road_order(self) -> tuple[int, int]:
+        return (_EGO, _OTHER) if ROAD_ORDER_EGO_FIRST else (_OTHER, _EGO)
+
+    def _collisions(self) -> None:
+        """``Road.step`` collision pass: ``first.handle_collisions(second, dt)`` on the scenes with both."""
+        st, dt = self._state, self._dt
+        a, b = self._road_order()
+        dx = st["x"][:, b] - st["x"][:, a]
+        dy = st["y"][:, b] - st["y"][:, a]
+        near = st["present"] & (np.sqrt(dx * dx + dy * dy) <= (_DIAGONAL + _DIAGONAL) / 2 + st["speed"][:, a] * dt)
+        idx = np.nonzero(near)[0]
+        if idx.size == 0:
+            return
+        poly_a = _polygons(st["x"][idx, a], st["y"][idx, a], st["heading"][idx, a])
+        poly_b = _polygons(st["x"][idx, b], st["y"][idx, b], st["heading"][idx, b])
+        disp_a = _velocity(st["speed"][idx, a], st["heading"][idx, a]) * dt
+        disp_b = _velocity(st["speed"][idx, b], st["heading"][idx, b]) * dt
+        intersecting, will, translation = _polygons_intersecting(poly_a, poly_b, disp_a, disp_b)
+        w = idx[will]
+        st["impact"][w, a] = translation[will] / 2
+        st["impact"][w, b] = -translation[will] / 2
+        st["has_impact"][w, a] = True
+        st["has_impact"][w, b] = True
+        hit = idx[intersecting]
+        st["crashed"][hit, a] = True
+        st["crashed"][hit, b] = True
+
+    def _predict(self, idx: np.ndarray, v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``ControlledVehicle.predict_trajectory_constant_speed`` at the conflict-check times."""
+        st, tab = self._state, self._tab
+        lane = st["lane"][idx, v]
+        s0, _ = _local_coordinates(tab, lane, st["x"][idx, v], st["y"][idx, v])
+        ptr = st["route_ptr"][idx, v]
+        rlen = self._route_len[idx, v]
+        has_route = ptr < rlen
+        routes = self._routes[idx, v]
+        k = idx.size
+        # Remaining route (or [current lane]) as up to 4 lanes, -1 padded.
+        pos = ptr[:, None] + np.arange(4)[None, :]
+        rem = np.where(pos < rlen[:, None], np.take_along_axis(routes, np.minimum(pos, 3), axis=1), -1)
+        rem = np.where(has_route[:, None], rem, np.concatenate([lane[:, None], -np.ones((k, 3), dtype=np.int64)], 1))
+        longitudinal = s0[:, None] + st["speed"][idx, v][:, None] * _CONFLICT_TIMES[None, :]
+        cur = np.repeat(rem[:, :1], _CONFLICT_TIMES.size, axis=1)
+        j = np.zeros_like(cur)
+        for _ in range(3):
+            nxt_j = np.minimum(j + 1, 3)
+            nxt = np.take_along_axis(rem, nxt_j, axis=1)
+            advance = (nxt >= 0) & (longitudinal > tab.length[cur])
+            longitudinal = np.where(advance, longitudinal - tab.length[cur], longitudinal)
+            cur = np.where(advance, nxt, cur)
+            j = np.where(advance, nxt_j, j)
+        px, py = _position(tab, cur, longitudinal)
+        return px, py, _heading_at(tab, cur, longitudinal)
+
+    def _enforce_road_rules(self, regulate: np.ndarray) -> None:
+        """``RegulatedRoad.enforce_road_rules`` on the scenes in ``regulate``."""
+        st, tab = self._state, self._tab
+        release = regulate & st["yielding"]
+        if release.any():
+            st["target_speed"][release, _OTHER] = tab.speed_limit[st["lane"][release, _OTHER]]
+            st["yielding"][release] = False
+        idx = np.nonzero(regulate & st["present"])[0]
+        if idx.size == 0:
+            return
+        a, b = self._road_order()
+        ax, ay, ah = self._predict(idx, a)
+        bx, by, bh = self._predict(idx, b)
+        close = ~(np.sqrt((bx - ax) ** 2 + (by - ay) ** 2) > _LENGTH)
+        conflict = np.zeros(idx.size, dtype=bool)
+        rows = np.nonzero(close.any(axis=1))[0]
+        if rows.size:
+            r_a = (ax[rows], ay[rows], ah[rows])
+            r_b = (bx[rows], by[rows], bh[rows])
+            inter = _rectangles_intersect(r_a, r_b, 1.5 * _LENGTH, 0.9 * _WIDTH)
+            conflict[rows] = (inter & close[rows]).any(axis=1)
+        cidx = idx[conflict]
+        if cidx.size == 0:
+            return
+        pa = tab.priority[st["lane"][cidx, a]]
+        pb = tab.priority[st["lane"][cidx, b]]
+        # respect_priorities(first, second): lower priority yields, else the vehicle behind yields.
+        fa = _front_distance(st, cidx, a, b)
+        fb = _front_distance(st, cidx, b, a)
+        first_yields = np.where(pa > pb, False, np.where(pa < pb, True, fa > fb))
+        yielder = np.where(first_yields, a, b)
+        y = cidx[yielder == _OTHER]
+        st["target_speed"][y, _OTHER] = 0.0
+        st["yielding"][y] = True
+
+    def _clear_vehicles(self) -> None:
+        st, tab = self._state, self._tab
+        lane = st["lane"][:, _OTHER]
+        s, _ = _local_coordinates(tab, lane, st["x"][:, _OTHER], st["y"][:, _OTHER])
+        leaving = tab.is_exit[lane] & (s >= tab.length[lane] - 4 * _LENGTH)
+        st["present"] &= ~leaving
+
+    # --- observation, reward, infos ------------------------------------------------------------------------
+    def _observe(self) -> np.ndarray:
+        st, tab = self._state, self._tab
+        n = self.num_envs
+        rows = np.zeros((n, 2, len(self._features)))
+        ex, ey = st["x"][:, _EGO], st["y"][:, _EGO]
+        lane = st["lane"][:, _EGO]
+        ox, oy = st["x"][:, _OTHER], st["y"][:, _OTHER]
+        s_ego, _ = _local_coordinates(tab, lane, ex, ey)
+        s_oth, _ = _local_coordinates(tab, lane, ox, oy)
+        dist = np.sqrt((ox - ex) ** 2 + (oy - ey) ** 2)
+        seen = st["present"] & (dist < _PERCEPTION_DISTANCE)
+        if not self._see_behind:
+            seen &= -2 * _LENGTH < s_oth - s_ego
+        cos_h, sin_h = np.cos(st["heading"]), np.sin(st["heading"])
+        values = {
+            "presence": np.ones((n, 2)),
+            "x": st["x"],
+            "y": st["y"],
+            "vx": st["speed"] * cos_h,
+            "vy": st["speed"] * sin_h,
+            "cos_h": cos_h,
+            "sin_h": sin_h,
+        }
+        for j, f in enumerate(self._features):
+            col = values[f].copy()
+            if not self.settings.observation_absolute and f in ("x", "y", "vx", "vy"):
+                col[:, _OTHER] = col[:, _OTHER] - col[:, _EGO]
+            if f in _OBS_RANGES:
+                lo, hi = _OBS_RANGES[f]
+                col = -1 + (col - lo) * (1 - (-1)) / (hi - lo)
+                col = np.clip(col, -1, 1)
+            rows[:, :, j] = col
+        rows[~seen, _OTHER, :] = 0.0
+        return rows.reshape(n, -1).astype(np.float32)
+
+    def _reward_terms(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        st, tab = self._state, self._tab
+        lane = st["lane"][:, _EGO]
+        s, r = _local_coordinates(tab, lane, st["x"][:, _EGO], st["y"][:, _EGO])
+        arrived = tab.is_exit[lane] & (s >= _EXIT_DISTANCE_M)
+        on_road = (np.abs(r) <= tab.width[lane] / 2) & (-_VEHICLE_LENGTH_LANE <= s) & (
+            s < tab.length[lane] + _VEHICLE_LENGTH_LANE
+        )
+        lo, hi = self._speed_range[:, 0], self._speed_range[:, 1]
+        scaled = 0 + (st["speed"][:, _EGO] - lo) * (1 - 0) / (hi - lo)
+        crashed = st["crashed"][:, _EGO]
+        terms = {
+            "collision_reward": crashed.astype(np.float64),
+            "high_speed_reward": np.clip(scaled, 0, 1),
+            "arrived_reward": arrived.astype(np.float64),
+            "on_road_reward": on_road.astype(np.float64),
+        }
+        w = self._reward_w
+        reward = 0 + w[:, 0] * terms["collision_reward"] + w[:, 1] * terms["high_speed_reward"]
+        reward = reward + w[:, 2] * terms["arrived_reward"]
+        reward = np.where(arrived, w[:, 2], reward)
+        reward = reward * terms["on_road_reward"]
+        norm = -1 * 0 + 0 + (reward - w[:, 0]) * (1 - 0) / (w[:, 2] - w[:, 0])
+        reward = np.where(self._normalize_reward, norm, reward)
+        return reward.astype(np.float64), terms
+
+    def _infos(
+        self,
+        mask: np.ndarray,
+        terms: dict[str, np.ndarray] | None = None,
+        crashed: np.ndarray | None = None,
+        arrived: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        st = self._state
+        if terms is None:
+            _, terms = self._reward_terms()
+        if crashed is None:
+            crashed = st["crashed"][:, _EGO].copy()
+        if arrived is None:
+            arrived = terms["arrived_reward"].astype(bool)
+        m = mask.copy()
+        return {
+            "crashed": crashed,
+            "_crashed": m,
+            "arrived": arrived,
+            "_arrived": m.copy(),
+            "speed": st["speed"][:, _EGO].copy(),
+            "_speed": m.copy(),
+            "rewards": {k: v.copy() for k, v in terms.items()},
+            "_rewards": m.copy(),
+        }
+
+    # --- introspection (tests, fidelity tools) -------------------------------------------------------------
+    def vehicle_state(self) -> dict[str, np.ndarray]:
+        """A copy of the simulator state arrays (``(num_envs, 2)``: ego then other)."""
+        return {k: v.copy() for k, v in self._state.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geometry helpers (vectorised over a leading batch axis).
+# ----------------------------------------------------------------------------------------------------------
+def _velocity(speed: np.ndarray, heading: np.ndarray) -> np.ndarray:
+    return np.stack([speed * np.cos(heading), speed * np.sin(heading)], axis=-1)
+
+
+def _front_distance(st: dict[str, np.ndarray], idx: np.ndarray, v: int, w: int) -> np.ndarray:
+    """``v.front_distance_to(w)`` = direction_v . (p_w - p_v)."""
+    h = st["heading"][idx, v]
+    return np.cos(h) * (st["x"][idx, w] - st["x"][idx, v]) + np.sin(h) * (st["y"][idx, w] - st["y"][idx, v])
+
+
+def _polygons(x: np.ndarray, y: np.ndarray, heading: np.ndarray) -> np.ndarray:
+    """``RoadObject.polygon()`` without the closing point: (K, 4, 2)."""
+    pts = np.array([[-_LENGTH / 2, -_WIDTH / 2], [-_LENGTH / 2, _WIDTH / 2], [_LENGTH / 2, _WIDTH / 2], [_LENGTH / 2, -_WIDTH / 2]])
+    c, s = np.cos(heading)[:, None], np.sin(heading)[:, None]
+    px = c * pts[None, :, 0] + (-s) * pts[None, :, 1] + x[:, None]
+    py = s * pts[None, :, 0] + c * pts[None, :, 1] + y[:, None]
+    return np.stack([px, py], axis=-1)
+
+
+def _interval_distance(min_a: np.ndarray, max_a: np.ndarray, min_b: np.ndarray, max_b: np.ndarray) -> np.ndarray:
+    return np.where(min_a < min_b, min_b - max_a, min_a - max_b)
+
+
+def _polygons_intersecting(
+    a: np.ndarray, b: np.ndarray, disp_a: np.ndarray, disp_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``utils.are_polygons_intersecting`` (separating axis test) for K polygon pairs (K, 4, 2)."""
+    normals = []
+    for poly in (a, b):
+        p1 = poly
+        p2 = np.roll(poly, -1, axis=1)
+        nrm = np.stack([-p2[..., 1] + p1[..., 1], p2[..., 0] - p1[..., 0]], axis=-1)
+        normals.append(nrm / np.linalg.norm(nrm, axis=-1, keepdims=True))
+    normals = np.concatenate(normals, axis=1)  # (K, 8, 2)
+    proj_a = np.einsum("kpd,knd->knp", a, normals)
+    proj_b = np.einsum("kpd,knd->knp", b, normals)
+    min_a, max_a = proj_a.min(axis=2), proj_a.max(axis=2)
+    min_b, max_b = proj_b.min(axis=2), proj_b.max(axis=2)
+    intersecting = ~(_interval_distance(min_a, max_a, min_b, max_b) > 0).any(axis=1)
+    vp = np.einsum("knd,kd->kn", normals, disp_a - disp_b)
+    min_a = np.where(vp < 0, min_a + vp, min_a)
+    max_a = np.where(vp < 0, max_a, max_a + vp)
+    distance = _interval_distance(min_a, max_a, min_b, max_b)
+    will = ~(distance > 0).any(axis=1)
+    k = np.argmin(np.abs(distance), axis=1)
+    axis = normals[np.arange(a.shape[0]), k]
+    d = a.mean(axis=1) - b.mean(axis=1)
+    sign = np.where((d * axis).sum(axis=1) > 0, 1.0, -1.0)
+    translation = np.abs(distance[np.arange(a.shape[0]), k])[:, None] * sign[:, None] * axis
+    return intersecting, will, translation
+
+
+_RECT_OFFSETS = None
+
+
+def _rect_points(length: float, width: float) -> np.ndarray:
+    hl, hw = length / 2, width / 2
+    return np.array(
+        [[-hl, -hw], [-hl, hw], [hl, hw], [hl, -hw], [0.0, 0.0], [-hl, 0.0], [hl, 0.0], [0.0, -hw], [0.0, hw]]
+    )
+
+
+def _has_corner_inside(r1: tuple, r2: tuple, length: float, width: float) -> np.ndarray:
+    """``utils.has_corner_inside`` (with highway-env's rotation convention) for (K, T) rectangles."""
+    x1, y1, h1 = r1
+    x2, y2, h2 = r2
+    pts = _rect_points(length, width)
+    c1, s1 = np.cos(h1)[..., None], np.sin(h1)[..., None]
+    px = c1 * pts[:, 0] - s1 * pts[:, 1] + x1[..., None]
+    py = s1 * pts[:, 0] + c1 * pts[:, 1] + y1[..., None]
+    c2, s2 = np.cos(h2)[..., None], np.sin(h2)[..., None]
+    dx, dy = px - x2[..., None], py - y2[..., None]
+    ru_x = c2 * dx - s2 * dy
+    ru_y = s2 * dx + c2 * dy
+    inside = (-length / 2 <= ru_x) & (ru_x <= length / 2) & (-width / 2 <= ru_y) & (ru_y <= width / 2)
+    return inside.any(axis=-1)
+
+
+def _rectangles_intersect(r1: tuple, r2: tuple, length: float, width: float) -> np.ndarray:
+    return _has_corner_inside(r1, r2, length, width) | _has_corner_inside(r2, r1, length, width)
