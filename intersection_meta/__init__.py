@@ -1,2 +1,30 @@
-"""intersection_meta: meta-RL (Directed-MAML and baselines) for two-vehicle intersection crossings."""
+"""intersection_meta: meta-RL (Directed-MAML and baselines) for two-vehicle intersection crossings.
+
+The flat public API::
+
+    from intersection_meta import load_scenario, make_env, make_vector_env
+    scenario = load_scenario("yield_left")
+    tasks = scenario.sample_tasks(8, seed=0)
+    env = make_env(tasks[0], seed=0)
+"""
+
+from __future__ import annotations
+
+from intersection_meta.envs.factory import make_env, make_vector_env
+from intersection_meta.scenario import Scenario, ScenarioError, load_scenario
+from intersection_meta.tasks import CartPoleTask, IntersectionTask, LunarLanderTask, Task
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "CartPoleTask",
+    "IntersectionTask",
+    "LunarLanderTask",
+    "Scenario",
+    "ScenarioError",
+    "Task",
+    "__version__",
+    "load_scenario",
+    "make_env",
+    "make_vector_env",
+]

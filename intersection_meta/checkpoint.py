@@ -149,6 +149,7 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
     Raises:
         CheckpointError: missing/corrupt file, unsupported version, or a scenario mismatch.
     """
+    from intersection_meta.adaptation import meta_config
     from intersection_meta.meta import make_learner
     from intersection_meta.networks import build_policy
 
@@ -169,7 +170,7 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
     except RuntimeError as exc:
         raise CheckpointError(f"{raw['path']}: policy weights do not match the stored config: "
                               f"{str(exc).splitlines()[0]}") from None
-    learner = make_learner(raw["algo"], policy, config)
+    learner = make_learner(raw["algo"], policy, meta_config(config))
     if raw["meta_state"]:
         learner.load_state_dict(raw["meta_state"])
     return Checkpoint(path=raw["path"], algo=raw["algo"], iteration=int(raw["iteration"]), config=config,

@@ -285,10 +285,12 @@ def train(
     tensorboard: bool = True,
     on_iteration: Callable[[dict[str, float]], None] | None = None,
     stop_after: int | None = None,
+    scenario: Scenario | None = None,
 ) -> TrainResult:
     """Meta-train according to ``config`` into ``out_dir`` (created; must be new unless ``resume``).
 
     Args:
+        scenario: the (possibly overridden) scenario; default ``load_scenario(config.scenario)``.
         resume: continue the run in ``out_dir`` from ``checkpoints/last.pt``; its stored config is used and must
             not conflict with ``config`` (only ``iterations`` may be raised).
         stop_after: stop after this many iterations in this call (for tests of interruption); the run stays
@@ -310,7 +312,7 @@ def train(
         trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"))
         trainer.load_state(raw)
     else:
-        scenario = load_scenario(config.scenario)
+        scenario = scenario or load_scenario(config.scenario)
         out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
         if (out_dir / "checkpoints" / "last.pt").exists():
             raise TrainError(f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose "
