@@ -109,7 +109,7 @@ class MetricsWriter:
         rows = []
         if start_iteration > 0 and self.csv_path.exists():
             with self.csv_path.open(newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) < start_iteration]
+                rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= start_iteration]
         with self.csv_path.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
@@ -118,7 +118,7 @@ class MetricsWriter:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=start_iteration or None)
+            self.tb = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=(start_iteration + 1) if start_iteration else None)
 
     def write(self, row: dict[str, float]) -> None:
         with self.csv_path.open("a", newline="") as fh:
