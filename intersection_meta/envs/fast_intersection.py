@@ -113,6 +113,8 @@ class LaneTable:
     successors: np.ndarray  # (L, 3) lanes starting at this lane's end node, graph order, -1 padded
     from_node: tuple[str, ...]
     to_node: tuple[str, ...]
+    straight_ids: np.ndarray
+    circular_ids: np.ndarray
 
     def index(self, name: tuple[str, str, int]) -> int:
         return self.names.index(name)
@@ -187,6 +189,8 @@ def lane_table() -> LaneTable:
         successors=successors,
         from_node=tuple(f for f, _, _ in names),
         to_node=tuple(t for _, t, _ in names),
+        straight_ids=np.nonzero(~circular)[0],
+        circular_ids=np.nonzero(circular)[0],
     )
 
 
@@ -211,7 +215,18 @@ def _reference_network_cached() -> Any:
 # Lane geometry, vectorised over arbitrary arrays of lane indices.
 # ----------------------------------------------------------------------------------------------------------
 def _wrap_to_pi(x: np.ndarray) -> np.ndarray:
-    return ((x + np.pi) % (2 * np.pi)) - np.pi
+    """``utils.wrap_to_pi``: ``((x + pi) % (2 pi)) - pi``, bit for bit.
+
+    For ``a = x + pi`` in ``[-2 pi, 2 pi)`` NumPy's float remainder is ``a`` or ``a + 2 pi`` (``fmod`` is exact
+    there), so only the rare other values go through the (slow) ``np.remainder``.
+    """
+    two_pi = 2 * np.pi
+    a = x + np.pi
+    r = np.where(a < 0, a + two_pi, a)
+    big = (a >= two_pi) | (a < -two_pi)
+    if big.any():
+        r = np.where(big, np.remainder(a, two_pi), r)
+    return r - np.pi
 
 
 def _not_zero(x: np.ndarray, eps: float = 1e-2) -> np.ndarray:
@@ -262,29 +277,81 @@ def _lane_distance(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarra
     return np.abs(r) + np.maximum(s - tab.length[lane], 0) + np.maximum(0 - s, 0) + 1.0 * angle
 
 
-def _closest_lane(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-    """``RoadNetwork.get_closest_lane_index`` (first argmin over all lanes), exactly.
+def _lane_lower_bound(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """(K, L) lower bounds of ``lane.distance_with_heading`` for every lane.
 
-    A vehicle keeps its previous lane without scanning the others when every other lane's bounding-box
-    distance (a lower bound of its lane distance) is larger than the previous lane's distance.
+    The position part of a lane distance (``|r| + max(s - length, 0) + max(-s, 0)``) is the length of a path
+    from the point to the lane's centre curve, hence at least the Euclidean distance to the curve, itself at
+    least the Chebyshev distance to the curve's bounding box and, for arcs, the distance to the circle
+    ``| |p - c| - R |``. The heading part is exact for straight lanes (constant heading) and >= 0 for arcs.
+    Each bound is 1-Lipschitz in ``|dx| + |dy| + |dheading|``.
     """
-    n_lanes = len(tab.names)
-    if prev is not None and x.size:
-        d_prev = _lane_distance(tab, prev, x, y, h)
-        bb = tab.bbox
-        ox = np.maximum(np.maximum(bb[:, 0] - x[:, None], x[:, None] - bb[:, 1]), 0.0)
-        oy = np.maximum(np.maximum(bb[:, 2] - y[:, None], y[:, None] - bb[:, 3]), 0.0)
-        lower = np.maximum(ox, oy)
-        lower[np.arange(x.size), prev] = np.inf
-        scan = (lower <= d_prev[:, None] + 1e-9).any(axis=1)
-        out = prev.copy()
-        idx = np.nonzero(scan)[0]
-        if idx.size:
-            out[idx] = _closest_lane(tab, x[idx], y[idx], h[idx], None)
-        return out
-    lanes = np.broadcast_to(np.arange(n_lanes), (x.size, n_lanes))
-    d = _lane_distance(tab, lanes, x[:, None], y[:, None], h[:, None])
+    bb = tab.bbox
+    ox = np.maximum(np.maximum(bb[:, 0] - x[:, None], x[:, None] - bb[:, 1]), 0.0)
+    oy = np.maximum(np.maximum(bb[:, 2] - y[:, None], y[:, None] - bb[:, 3]), 0.0)
+    lower = np.maximum(ox, oy)
+    S, C = tab.straight_ids, tab.circular_ids
+    lower[:, S] += np.abs(_wrap_to_pi(h[:, None] - tab.heading[S]))
+    cdx = x[:, None] - tab.center[C, 0]
+    cdy = y[:, None] - tab.center[C, 1]
+    lower[:, C] = np.maximum(lower[:, C], np.abs(np.sqrt(cdx * cdx + cdy * cdy) - tab.radius[C]))
+    return lower
+
+
+def _closest_lane_full(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``RoadNetwork.get_closest_lane_index``: first argmin of ``distance_with_heading`` over all lanes."""
+    d = np.empty((x.size, len(tab.names)))
+    S, C = tab.straight_ids, tab.circular_ids
+    xs, ys, hs = x[:, None], y[:, None], h[:, None]
+    dx = xs - tab.start[S, 0]
+    dy = ys - tab.start[S, 1]
+    s = dx * tab.direction[S, 0] + dy * tab.direction[S, 1]
+    r = dx * tab.direction_lateral[S, 0] + dy * tab.direction_lateral[S, 1]
+    angle = np.abs(_wrap_to_pi(hs - tab.heading[S]))
+    d[:, S] = np.abs(r) + np.maximum(s - tab.length[S], 0) + np.maximum(0 - s, 0) + 1.0 * angle
+    cdx = xs - tab.center[C, 0]
+    cdy = ys - tab.center[C, 1]
+    sp, turn, radius = tab.start_phase[C], tab.turn[C], tab.radius[C]
+    phi = sp + _wrap_to_pi(np.arctan2(cdy, cdx) - sp)
+    rho = np.sqrt(cdx * cdx + cdy * cdy)
+    s = turn * (phi - sp) * radius
+    r = turn * (radius - rho)
+    psi = (turn * s / radius + sp) + np.pi / 2 * turn
+    angle = np.abs(_wrap_to_pi(hs - psi))
+    d[:, C] = np.abs(r) + np.maximum(s - tab.length[C], 0) + np.maximum(0 - s, 0) + 1.0 * angle
     return np.argmin(d, axis=1)
+
+
+def _closest_lane(
+    tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray, prev: np.ndarray, margin: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``get_closest_lane_index`` for vehicles that were on lane ``prev``, pruned.
+
+    ``margin`` is a lower bound of every other lane's distance (:func:`_lane_lower_bound` at the last check,
+    minus the ``|dx| + |dy| + |dheading|`` moved since). A vehicle keeps ``prev`` without any scan while ``margin`` exceeds
+    ``prev``'s distance; otherwise the bounds are recomputed and, if still ambiguous, all lanes are scanned.
+
+    Returns:
+        (lanes, new margins).
+    """
+    d_prev = _lane_distance(tab, prev, x, y, h)
+    lanes, margin = prev.copy(), margin.copy()
+    idx = np.nonzero(margin <= d_prev + 1e-9)[0]
+    if idx.size:
+        lower = _lane_lower_bound(tab, x[idx], y[idx], h[idx])
+        rows = np.arange(idx.size)
+        lower_others = lower.copy()
+        lower_others[rows, prev[idx]] = np.inf
+        ambiguous = (lower_others <= d_prev[idx, None] + 1e-9).any(axis=1)
+        new = prev[idx].copy()
+        full = np.nonzero(ambiguous)[0]
+        if full.size:
+            j = idx[full]
+            new[full] = _closest_lane_full(tab, x[j], y[j], h[j])
+        lower[rows, new] = np.inf
+        lanes[idx] = new
+        margin[idx] = lower.min(axis=1)
+    return lanes, margin
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -419,12 +486,14 @@ class FastIntersectionVectorEnv(VectorEnv):
             normalize[i] = r.normalize_reward
         x, y = _position(tab, lane0, s0)
         heading = _heading_at(tab, lane0, s0)
-        lane = _closest_lane(tab, x.ravel(), y.ravel(), heading.ravel(), None).reshape(n, 2)
-        routes = -np.ones((n, 2, 4), dtype=np.int64)
+        lane = _closest_lane_full(tab, x.ravel(), y.ravel(), heading.ravel()).reshape(n, 2)
+        planned = [[_route(int(lane[i, v]), dest[i][v]) for v in range(2)] for i in range(n)]
+        width = max(len(rt) for pair in planned for rt in pair) + 1
+        routes = -np.ones((n, 2, width), dtype=np.int64)
         route_len = np.zeros((n, 2), dtype=np.int64)
         for i in range(n):
             for v in range(2):
-                rt = _route(int(lane[i, v]), dest[i][v])
+                rt = planned[i][v]
                 routes[i, v, : len(rt)] = rt
                 route_len[i, v] = len(rt)
         # MDPVehicle.__init__: target speed = closest allowed target speed to the initial speed.
@@ -465,7 +534,7 @@ class FastIntersectionVectorEnv(VectorEnv):
                 crashed=np.zeros((n, 2), dtype=bool), impact=np.zeros((n, 2, 2)),
                 has_impact=np.zeros((n, 2), dtype=bool), present=np.ones(n, dtype=bool),
                 yielding=np.zeros(n, dtype=bool), road_steps=np.zeros(n, dtype=np.int64),
-                time=np.zeros(n), elapsed_steps=np.zeros(n, dtype=np.int64),
+                time=np.zeros(n), elapsed_steps=np.zeros(n, dtype=np.int64), lane_margin=np.zeros((n, 2)),
             )
         for k, v in init.items():
             st[k][mask] = v[mask]
@@ -474,6 +543,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         for k in ("crashed", "has_impact", "yielding"):
             st[k][mask] = False
         st["present"][mask] = True
+        st["lane_margin"][mask] = -np.inf
         st["road_steps"][mask] = 0
         st["elapsed_steps"][mask] = 0
 
@@ -673,6 +743,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         """``Vehicle.step(dt)`` (kinematic bicycle) and the lane update, for every vehicle."""
         st, tab, dt = self._state, self._tab, self._dt
         speed, heading = st["speed"], st["heading"]
+        x_old, y_old = st["x"], st["y"]
         beta = np.arctan(1 / 2 * np.tan(steering))
         st["x"] = st["x"] + speed * np.cos(heading + beta) * dt
         st["y"] = st["y"] + speed * np.sin(heading + beta) * dt
@@ -685,8 +756,13 @@ class FastIntersectionVectorEnv(VectorEnv):
         st["heading"] = heading + speed * np.sin(beta) / (_LENGTH / 2) * dt
         st["speed"] = speed + acceleration * dt
         n = self.num_envs
-        lane = _closest_lane(tab, st["x"].ravel(), st["y"].ravel(), st["heading"].ravel(), st["lane"].ravel())
+        moved = np.abs(st["x"] - x_old) + np.abs(st["y"] - y_old) + np.abs(st["heading"] - heading)
+        lane, margin = _closest_lane(
+            tab, st["x"].ravel(), st["y"].ravel(), st["heading"].ravel(), st["lane"].ravel(),
+            (st["lane_margin"] - moved).ravel(),
+        )
         st["lane"] = lane.reshape(n, 2)
+        st["lane_margin"] = margin.reshape(n, 2)
 
     def _road_order(self) -> tuple[int, int]:
         return (_EGO, _OTHER) if ROAD_ORDER_EGO_FIRST else (_OTHER, _EGO)
@@ -725,17 +801,20 @@ class FastIntersectionVectorEnv(VectorEnv):
         has_route = ptr < rlen
         routes = self._routes[idx, v]
         k = idx.size
-        # Remaining route (or [current lane]) as up to 4 lanes, -1 padded.
-        pos = ptr[:, None] + np.arange(4)[None, :]
-        rem = np.where(pos < rlen[:, None], np.take_along_axis(routes, np.minimum(pos, 3), axis=1), -1)
-        rem = np.where(has_route[:, None], rem, np.concatenate([lane[:, None], -np.ones((k, 3), dtype=np.int64)], 1))
+        # Remaining route (or [current lane]) as lanes, -1 padded.
+        width = routes.shape[1]
+        pos = ptr[:, None] + np.arange(width)[None, :]
+        rem = np.where(pos < rlen[:, None], np.take_along_axis(routes, np.minimum(pos, width - 1), axis=1), -1)
+        only_lane = np.full((k, width), -1, dtype=np.int64)
+        only_lane[:, 0] = lane
+        rem = np.where(has_route[:, None], rem, only_lane)
         longitudinal = s0[:, None] + st["speed"][idx, v][:, None] * _CONFLICT_TIMES[None, :]
         cur = np.repeat(rem[:, :1], _CONFLICT_TIMES.size, axis=1)
         j = np.zeros_like(cur)
-        for _ in range(3):
-            nxt_j = np.minimum(j + 1, 3)
+        for _ in range(width - 1):
+            nxt_j = np.minimum(j + 1, width - 1)
             nxt = np.take_along_axis(rem, nxt_j, axis=1)
-            advance = (nxt >= 0) & (longitudinal > tab.length[cur])
+            advance = (j < width - 1) & (nxt >= 0) & (longitudinal > tab.length[cur])
             longitudinal = np.where(advance, longitudinal - tab.length[cur], longitudinal)
             cur = np.where(advance, nxt, cur)
             j = np.where(advance, nxt_j, j)
@@ -792,11 +871,11 @@ class FastIntersectionVectorEnv(VectorEnv):
         ex, ey = st["x"][:, _EGO], st["y"][:, _EGO]
         lane = st["lane"][:, _EGO]
         ox, oy = st["x"][:, _OTHER], st["y"][:, _OTHER]
-        s_ego, _ = _local_coordinates(tab, lane, ex, ey)
-        s_oth, _ = _local_coordinates(tab, lane, ox, oy)
         dist = np.sqrt((ox - ex) ** 2 + (oy - ey) ** 2)
         seen = st["present"] & (dist < _PERCEPTION_DISTANCE)
         if not self._see_behind:
+            s_ego, _ = _local_coordinates(tab, lane, ex, ey)
+            s_oth, _ = _local_coordinates(tab, lane, ox, oy)
             seen &= -2 * _LENGTH < s_oth - s_ego
         cos_h, sin_h = np.cos(st["heading"]), np.sin(st["heading"])
         values = {
