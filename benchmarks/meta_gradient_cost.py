@@ -1,7 +1,8 @@
 """Peak memory and time of one second-order (MAML) vs first-order (FOMAML) meta-gradient.
 
 Batch: 20 tasks x 20 episodes x 200 steps of CartPole-sized data (obs_dim 4, 2 actions, 64x64 tanh policy),
-synthetic (random observations/actions, reward 1), so only the meta-gradient is measured. Each algorithm runs in
+synthetic (random observations/actions, reward 1), so only the meta-gradient is measured. Each algorithm
+runs in
 its own subprocess; peak memory is the growth of the process's max RSS during the meta-gradient.
 
     python benchmarks/meta_gradient_cost.py [--tasks 20 --episodes 20 --steps 200 --inner-steps 1 --repeats 3]
@@ -48,8 +49,10 @@ def run_one(algo: str, tasks: int, episodes: int, steps: int, inner_steps: int, 
     torch.set_num_threads(1)
     policy = CategoricalMLP(4, 2, hidden=(64, 64))
     learner = make_learner(algo, policy, MetaConfig(inner_steps=inner_steps))
-    batches = [(synthetic_episodes(episodes, steps, 2 * k), synthetic_episodes(episodes, steps, 2 * k + 1))
-               for k in range(tasks)]
+    batches = [
+        (synthetic_episodes(episodes, steps, 2 * k), synthetic_episodes(episodes, steps, 2 * k + 1))
+        for k in range(tasks)
+    ]
     base = max_rss_mib()
     times = []
     for _ in range(repeats):
@@ -59,8 +62,12 @@ def run_one(algo: str, tasks: int, episodes: int, steps: int, inner_steps: int, 
         loss, _ = learner.outer_loss(learner.params(), batches)
         loss.backward()
         times.append(time.perf_counter() - start)
-    return {"algo": algo, "seconds_median": sorted(times)[len(times) // 2],
-            "peak_extra_mib": max_rss_mib() - base, "baseline_rss_mib": base}
+    return {
+        "algo": algo,
+        "seconds_median": sorted(times)[len(times) // 2],
+        "peak_extra_mib": max_rss_mib() - base,
+        "baseline_rss_mib": base,
+    }
 
 
 def main() -> None:
@@ -77,16 +84,38 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_one(args.child, *sizes)))
         return
-    print(f"{args.tasks} tasks x {args.episodes} episodes x {args.steps} steps, {args.inner_steps} inner step(s), "
-          f"1 thread, median of {args.repeats}")
+    print(
+        f"{args.tasks} tasks x {args.episodes} episodes x {args.steps} steps, {args.inner_steps} inner "
+        f"step(s), "
+        f"1 thread, median of {args.repeats}"
+    )
     for algo in args.algos.split(","):
-        out = subprocess.run([sys.executable, __file__, "--child", algo, "--tasks", str(args.tasks), "--episodes",
-                              str(args.episodes), "--steps", str(args.steps), "--inner-steps",
-                              str(args.inner_steps), "--repeats", str(args.repeats)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                algo,
+                "--tasks",
+                str(args.tasks),
+                "--episodes",
+                str(args.episodes),
+                "--steps",
+                str(args.steps),
+                "--inner-steps",
+                str(args.inner_steps),
+                "--repeats",
+                str(args.repeats),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{r['algo']:>10}: {r['seconds_median']:.2f} s per meta-gradient, "
-              f"peak memory +{r['peak_extra_mib']:.0f} MiB (over {r['baseline_rss_mib']:.0f} MiB baseline)")
+        print(
+            f"{r['algo']:>10}: {r['seconds_median']:.2f} s per meta-gradient, "
+            f"peak memory +{r['peak_extra_mib']:.0f} MiB (over {r['baseline_rss_mib']:.0f} MiB baseline)"
+        )
 
 
 if __name__ == "__main__":

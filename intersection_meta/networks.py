@@ -1,15 +1,17 @@
 """Networks: functional categorical / Gaussian MLP policies for meta-learning.
 
-Every policy is an ordinary ``nn.Module`` whose ``forward(obs)`` returns a ``torch.distributions.Distribution``.
-For meta-learning, :meth:`distribution` also accepts an explicit ``params`` mapping (name -> tensor) and evaluates
-the same network with those tensors through :func:`torch.func.functional_call`, so adapted parameters are plain
-tensors in an autograd graph and the module itself is never copied or mutated.
+Every policy is an ordinary ``nn.Module`` whose ``forward(obs)`` returns a
+``torch.distributions.Distribution``. For meta-learning, :meth:`distribution` also accepts an explicit
+``params`` mapping (name -> tensor) and evaluates the same network with those tensors through
+:func:`torch.func.functional_call`, so adapted parameters are plain tensors in an autograd graph and the
+module itself is never copied or mutated.
 
 Observations are flat: ``obs`` has shape ``[..., obs_dim]`` (rollouts flatten multi-dimensional observations).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import gymnasium as gym
@@ -34,10 +36,12 @@ def _mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str, out_
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; allowed: {sorted(ACTIVATIONS)}")
     if in_dim < 1 or out_dim < 1 or any(int(h) < 1 for h in hidden):
-        raise ValueError(f"layer sizes must be positive, got in={in_dim}, hidden={tuple(hidden)}, out={out_dim}")
+        raise ValueError(
+            f"layer sizes must be positive, got in={in_dim}, hidden={tuple(hidden)}, out={out_dim}"
+        )
     layers: list[nn.Module] = []
     sizes = [in_dim, *[int(h) for h in hidden]]
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         linear = nn.Linear(a, b)
         nn.init.orthogonal_(linear.weight, gain=float(np.sqrt(2.0)))
         nn.init.zeros_(linear.bias)
@@ -54,7 +58,8 @@ class _FunctionalPolicy(nn.Module):
     """Shared functional call path: ``distribution(obs, params)``."""
 
     def distribution(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> Distribution:
-        """Action distribution at ``obs`` (``[..., obs_dim]``), with the module's own parameters or ``params``.
+        """Action distribution at ``obs`` (``[..., obs_dim]``), with the module's own parameters or
+        ``params``.
 
         Args:
             obs: Flat observations, any leading batch shape.
@@ -114,7 +119,8 @@ def sample_actions(
     """Draw actions from a policy distribution with an explicit ``torch.Generator``.
 
     ``Distribution.sample`` cannot take a generator, so sampling is written out here: categorical by
-    ``torch.multinomial``, Gaussian by ``mean + std * eps``. ``deterministic`` returns the mode (argmax / mean).
+    ``torch.multinomial``, Gaussian by ``mean + std * eps``. ``deterministic`` returns the mode (argmax /
+    mean).
 
     Raises:
         TypeError: for a distribution type other than ``Categorical`` or ``Independent(Normal)``.
@@ -140,7 +146,8 @@ def build_policy(
     activation: str = "tanh",
     init_std: float = 1.0,
 ) -> CategoricalMLP | GaussianMLP:
-    """A policy for single (not batched) spaces: ``CategoricalMLP`` for ``Discrete``, ``GaussianMLP`` for ``Box``.
+    """A policy for single (not batched) spaces: ``CategoricalMLP`` for ``Discrete``, ``GaussianMLP`` for
+    ``Box``.
 
     The observation space must be a ``Box``; its shape is flattened to ``obs_dim``.
 
@@ -153,6 +160,7 @@ def build_policy(
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden, activation=activation)
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLP(obs_dim, int(action_space.shape[0]), hidden=hidden, activation=activation,
-                           init_std=init_std)
+        return GaussianMLP(
+            obs_dim, int(action_space.shape[0]), hidden=hidden, activation=activation, init_std=init_std
+        )
     raise ValueError(f"action space must be Discrete or a 1-D Box, got {action_space}")

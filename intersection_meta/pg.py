@@ -1,8 +1,8 @@
 """Policy-gradient estimators: discounted returns, GAE, a linear feature baseline and surrogate losses.
 
-All functions are pure and work on padded ``[T, B]`` tensors with a ``mask`` (1 for valid steps), as produced by
-:func:`intersection_meta.rollout.collect_episodes`. The outer (meta) objective is the plain policy-gradient
-surrogate on post-adaptation episodes; the MAML paper's TRPO outer step is not implemented.
+All functions are pure and work on padded ``[T, B]`` tensors with a ``mask`` (1 for valid steps), as
+produced by :func:`intersection_meta.rollout.collect_episodes`. The outer (meta) objective is the plain
+policy-gradient surrogate on post-adaptation episodes; the MAML paper's TRPO outer step is not implemented.
 """
 
 from __future__ import annotations
@@ -134,10 +134,10 @@ def gae(
 ) -> Tensor:
     """Generalised advantage estimates (Schulman et al. 2016) with correct truncation handling.
 
-    ``delta_t = r_t + gamma * V_next - V(s_t)``, ``A_t = delta_t + gamma * lam * A_{t+1}`` within an episode,
-    where ``V_next = V(s_{t+1})`` inside the episode and, at its final step, ``V(last_obs)`` if the episode was
-    truncated and 0 if it terminated. With ``lam = 1`` and ``V = 0`` this is the discounted return (plus
-    ``gamma^(L-t) V(last_obs)`` for truncated episodes).
+    ``delta_t = r_t + gamma * V_next - V(s_t)``, ``A_t = delta_t + gamma * lam * A_{t+1}`` within an
+    episode, where ``V_next = V(s_{t+1})`` inside the episode and, at its final step, ``V(last_obs)`` if the
+    episode was truncated and 0 if it terminated. With ``lam = 1`` and ``V = 0`` this is the discounted
+    return (plus ``gamma^(L-t) V(last_obs)`` for truncated episodes).
 
     Args:
         rewards: ``[T, B]``.
@@ -156,7 +156,9 @@ def gae(
     next_mask = torch.cat([mask[1:], torch.zeros_like(mask[:1])], dim=0)  # 1 where step t+1 is valid
     is_last = mask * (1.0 - next_mask)
     bootstrap = last_values.to(rewards.dtype) * (1.0 - terminated.to(rewards.dtype))  # [T, B]
-    next_values = torch.cat([values[1:], torch.zeros_like(values[:1])], dim=0) * next_mask + is_last * bootstrap
+    next_values = (
+        torch.cat([values[1:], torch.zeros_like(values[:1])], dim=0) * next_mask + is_last * bootstrap
+    )
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
@@ -182,7 +184,10 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 def reinforce_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
-    """Policy-gradient surrogate ``L = -sum(m_t * log pi(a_t|s_t) * A_t) / sum(m_t)`` (A treated as constant)."""
+    """Policy-gradient surrogate ``L = -sum(m_t * log pi(a_t|s_t) * A_t) / sum(m_t)``.
+
+    The advantages ``A`` are treated as constants.
+    """
     return -masked_mean(log_probs * advantages.detach(), mask)
 
 

@@ -30,7 +30,8 @@ class Episodes(NamedTuple):
         mask: ``[T, B]`` float32, 1 for valid steps (``t < lengths[b]``).
         terminated: ``[T, B]`` bool, True at the step where the episode terminated (not truncated).
         lengths: ``[B]`` int64, number of valid steps.
-        last_obs: ``[B, obs_dim]`` float32, observation after the final step (to bootstrap truncated episodes).
+        last_obs: ``[B, obs_dim]`` float32, observation after the final step (to bootstrap truncated
+        episodes).
         truncated: ``[B]`` bool, episode ended by truncation (time limit or ``max_steps``), not termination.
         returns: ``[B]`` float32, undiscounted sum of rewards.
         crashed: ``[B]`` bool if the step infos carry ``crashed``, else None.
@@ -65,7 +66,8 @@ _TIME_FIELDS = ("obs", "actions", "rewards", "mask", "terminated")
 
 
 def _map_episodes(episodes: Episodes, time_fn, batch_fn) -> Episodes:
-    """Apply ``time_fn`` to ``[T, B, ...]`` fields and ``batch_fn`` to ``[B, ...]`` fields (None stays None)."""
+    """Apply ``time_fn`` to ``[T, B, ...]`` fields and ``batch_fn`` to ``[B, ...]`` fields (None stays
+    None)."""
     out = {}
     for name, value in episodes._asdict().items():
         fn = time_fn if name in _TIME_FIELDS else batch_fn
@@ -79,7 +81,10 @@ def _map_episodes(episodes: Episodes, time_fn, batch_fn) -> Episodes:
 
 
 def index_episodes(episodes: Episodes, index: slice | Tensor | Sequence[int], trim: bool = True) -> Episodes:
-    """The episodes selected by ``index`` along ``B``; with ``trim``, padded steps past their longest are dropped."""
+    """The episodes selected by ``index`` along ``B``.
+
+    With ``trim``, padded steps past the longest selected episode are dropped.
+    """
     if not isinstance(index, slice):
         index = torch.as_tensor(index, dtype=torch.long)
     sub = _map_episodes(episodes, lambda x: x[:, index], lambda x: x[index])
@@ -166,13 +171,15 @@ def collect_episodes(
     """Run exactly one episode in every sub-env of ``vec_env`` with ``policy`` (evaluated at ``params``).
 
     The vector env is reset with ``seed`` (gymnasium seeds sub-env ``i`` with ``seed + i``) and actions are
-    sampled with ``generator`` (default: a new ``torch.Generator`` seeded with ``seed``), so the result depends
-    only on ``seed`` and the parameters. Stepping continues until every sub-env has ended once; with gymnasium's
-    ``NEXT_STEP`` autoreset the step after an end resets that sub-env, and everything after the first end is
-    masked out. Continuous actions are clipped to the action-space bounds for the env but stored raw.
+    sampled with ``generator`` (default: a new ``torch.Generator`` seeded with ``seed``), so the result
+    depends only on ``seed`` and the parameters. Stepping continues until every sub-env has ended once;
+    with gymnasium's ``NEXT_STEP`` autoreset the step after an end resets that sub-env, and everything after
+    the first end is masked out. Continuous actions are clipped to the action-space bounds for the env but
+    stored raw.
 
     Args:
-        vec_env: A gymnasium ``VectorEnv`` (NEXT_STEP or SAME_STEP autoreset) with a ``Box`` observation space.
+        vec_env: A gymnasium ``VectorEnv`` (NEXT_STEP or SAME_STEP autoreset) with a ``Box`` observation
+        space.
         policy: An object with ``distribution(obs, params) -> Distribution`` (see ``networks.py``).
         params: Parameters to evaluate the policy with; None uses the policy's own.
         seed: Reset and sampling seed.
@@ -215,7 +222,9 @@ def collect_episodes(
         if discrete:
             env_action = action.numpy().astype(np.int64)
         else:
-            env_action = np.clip(action.numpy(), action_space.low, action_space.high).astype(action_space.dtype)
+            env_action = np.clip(action.numpy(), action_space.low, action_space.high).astype(
+                action_space.dtype
+            )
         next_obs_np, reward, term, trunc, infos = vec_env.step(env_action)
         next_obs = torch.as_tensor(np.asarray(next_obs_np), dtype=torch.float32).reshape(n_envs, -1)
         term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
@@ -243,7 +252,9 @@ def collect_episodes(
             final = next_obs.clone()
             if mode == "same_step" and "final_obs" in infos:
                 for b in np.flatnonzero(ended):
-                    final[b] = torch.as_tensor(np.asarray(infos["final_obs"][b]), dtype=torch.float32).reshape(-1)
+                    final[b] = torch.as_tensor(
+                        np.asarray(infos["final_obs"][b]), dtype=torch.float32
+                    ).reshape(-1)
             idx = torch.as_tensor(ended)
             last_obs[idx] = final[idx]
             lengths[ended] = t + 1

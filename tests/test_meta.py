@@ -122,7 +122,7 @@ def test_config_validation(bad):
 
 
 def test_meta_parameters_and_state_dict_round_trip():
-    learner, module = learner_for("meta_sgd")
+    learner, _module = learner_for("meta_sgd")
     assert len(learner.meta_parameters()) == 2
     assert len(learner_for("maml")[0].meta_parameters()) == 1
     with torch.no_grad():
@@ -159,14 +159,16 @@ def test_every_learner_converges_on_quadratic_family(name):
 
 def _cartpole_batches(learner, n_tasks=2, per_task=3, seed=0):
     env = gym.vector.SyncVectorEnv(
-        [lambda: gym.make("CartPole-v1", max_episode_steps=30) for _ in range(n_tasks * per_task)])
+        [lambda: gym.make("CartPole-v1", max_episode_steps=30) for _ in range(n_tasks * per_task)]
+    )
     theta = learner.params()
     inner = split_by_task(collect_episodes(env, learner.policy, theta, seed=seed), n_tasks)
     batches = []
     for k, eps in enumerate(inner):
         adapted = learner.adapt(theta, eps, differentiable=False)
         sub = gym.vector.SyncVectorEnv(
-            [lambda: gym.make("CartPole-v1", max_episode_steps=30) for _ in range(per_task)])
+            [lambda: gym.make("CartPole-v1", max_episode_steps=30) for _ in range(per_task)]
+        )
         batches.append((eps, collect_episodes(sub, learner.policy, adapted, seed=seed + 100 + k)))
     return batches
 
@@ -203,7 +205,9 @@ def test_second_order_differs_from_first_order_on_policy():
 
 def _pendulum_batch(learner, seed=0):
     def env():
-        return gym.vector.SyncVectorEnv([lambda: gym.make("Pendulum-v1", max_episode_steps=8) for _ in range(3)])
+        return gym.vector.SyncVectorEnv(
+            [lambda: gym.make("Pendulum-v1", max_episode_steps=8) for _ in range(3)]
+        )
 
     inner = collect_episodes(env(), learner.policy, learner.params(), seed=seed)
     adapted = learner.adapt(learner.params(), inner, differentiable=False)
@@ -242,7 +246,9 @@ def test_maml_improves_cartpole_returns_in_a_few_iterations(one_torch_thread):
     n_tasks, per_task = 2, 5
 
     def env(n):
-        return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=100) for _ in range(n)])
+        return gym.vector.SyncVectorEnv(
+            [lambda: gym.make("CartPole-v1", max_episode_steps=100) for _ in range(n)]
+        )
 
     inner_env, outer_env = env(n_tasks * per_task), env(per_task)
     policy = CategoricalMLP(4, 2)
@@ -252,8 +258,9 @@ def test_maml_improves_cartpole_returns_in_a_few_iterations(one_torch_thread):
     for it in range(6):
         theta = learner.params()
         batches = []
-        for k, inner in enumerate(split_by_task(collect_episodes(inner_env, policy, theta, seed=100 * it),
-                                                n_tasks)):
+        for k, inner in enumerate(
+            split_by_task(collect_episodes(inner_env, policy, theta, seed=100 * it), n_tasks)
+        ):
             adapted = learner.adapt(theta, inner, differentiable=False)
             batches.append((inner, collect_episodes(outer_env, policy, adapted, seed=100 * it + 50 + 10 * k)))
         post_returns.append(sum(o.returns.mean().item() for _, o in batches) / n_tasks)

@@ -18,8 +18,9 @@ from intersection_meta.networks import (
 )
 
 
-@pytest.mark.parametrize("policy", [CategoricalMLP(5, 3), GaussianMLP(5, 2, hidden=(32,))],
-                         ids=["categorical", "gaussian"])
+@pytest.mark.parametrize(
+    "policy", [CategoricalMLP(5, 3), GaussianMLP(5, 2, hidden=(32,))], ids=["categorical", "gaussian"]
+)
 def test_functional_call_matches_module(policy):
     obs = torch.randn(7, 4, 5)
     own = policy.distribution(obs)

@@ -68,8 +68,15 @@ def test_gae_lambda_one_zero_values_is_return_plus_bootstrap(terminated):
     gamma, length, v_last = 0.9, 4, 5.0
     rewards = torch.tensor([[1.0], [2.0], [3.0], [4.0], [0.0]], dtype=F64)
     eps = make_episodes(rewards, [length], [terminated])
-    adv = gae(eps.rewards, torch.zeros(5, 1, dtype=F64), torch.tensor([v_last], dtype=F64), eps.mask,
-              eps.terminated, gamma, 1.0)
+    adv = gae(
+        eps.rewards,
+        torch.zeros(5, 1, dtype=F64),
+        torch.tensor([v_last], dtype=F64),
+        eps.mask,
+        eps.terminated,
+        gamma,
+        1.0,
+    )
     t = torch.arange(length, dtype=F64)
     expected = discounted_returns(eps.rewards, eps.mask, gamma)[:length, 0]
     if not terminated:
@@ -164,7 +171,9 @@ def test_linear_baseline_recovers_exact_linear_value():
     assert_close(values, v, rtol=1e-6, atol=1e-6)
     assert last_values.shape == (n,)
     # A perfect baseline on a terminated episode with lambda = 1 leaves zero advantage.
-    adv = compute_advantages(eps._replace(rewards=eps.rewards), gamma, 1.0, baseline_reg=1e-12, normalize=False)
+    adv = compute_advantages(
+        eps._replace(rewards=eps.rewards), gamma, 1.0, baseline_reg=1e-12, normalize=False
+    )
     assert_close(adv, torch.zeros_like(adv), atol=1e-6, rtol=0)
 
 
@@ -181,8 +190,13 @@ def test_policy_loss_gradient_matches_manual_surrogate():
     horizon, n = 6, 4
     obs = torch.randn(horizon, n, 3, generator=gen, dtype=F64)
     actions = torch.randint(0, 2, (horizon, n), generator=gen)
-    eps = make_episodes(torch.rand(horizon, n, generator=gen, dtype=F64), [6, 4, 5, 2],
-                        [True, False, True, False], obs=obs, actions=actions)
+    eps = make_episodes(
+        torch.rand(horizon, n, generator=gen, dtype=F64),
+        [6, 4, 5, 2],
+        [True, False, True, False],
+        obs=obs,
+        actions=actions,
+    )
     params = dict(policy.named_parameters())
     loss = policy_loss(policy, params, eps, gamma=0.9, lam=0.95)
     adv = compute_advantages(eps, 0.9, 0.95)
@@ -190,6 +204,6 @@ def test_policy_loss_gradient_matches_manual_surrogate():
     assert_close(loss, manual)
     g1 = torch.autograd.grad(loss, list(params.values()))
     g2 = torch.autograd.grad(manual, list(params.values()))
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=False):
         assert_close(a, b)
     assert adv.requires_grad is False

@@ -12,8 +12,9 @@ from intersection_meta.rollout import Episodes, collect_episodes, concat, index_
 
 
 def cartpole_env(n: int, max_episode_steps: int = 20) -> gym.vector.SyncVectorEnv:
-    return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=max_episode_steps)
-                                     for _ in range(n)])
+    return gym.vector.SyncVectorEnv(
+        [lambda: gym.make("CartPole-v1", max_episode_steps=max_episode_steps) for _ in range(n)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_same_seed_same_episodes_different_seed_differs():
     a = collect_episodes(cartpole_env(4), policy, None, seed=5)
     b = collect_episodes(cartpole_env(4), policy, None, seed=5)
     c = collect_episodes(cartpole_env(4), policy, None, seed=6)
-    assert all(torch.equal(x, y) for x, y in zip(a[:9], b[:9]))
+    assert all(torch.equal(x, y) for x, y in zip(a[:9], b[:9], strict=False))
     assert not torch.equal(a.obs[0], c.obs[0])
 
 
@@ -84,7 +85,8 @@ def test_continuous_actions_clipped_for_env_but_stored_raw():
     assert eps.actions.shape == (10, 3, 1)
     assert eps.actions.abs().max() > 2.0  # raw samples beyond the [-2, 2] bounds are kept
     assert eps.truncated.all() and torch.equal(eps.lengths, torch.full((3,), 10))
-    # Pendulum's reward is bounded below by -(pi^2 + 0.1 * 8^2 + 0.001 * 2^2): clipped torques reached the env.
+    # Pendulum's reward is bounded below by -(pi^2 + 0.1 * 8^2 + 0.001 * 2^2): clipped torques reached
+    # the env.
     assert eps.rewards.min() >= -(np.pi**2 + 0.1 * 64 + 0.001 * 4) - 1e-4
 
 
@@ -105,7 +107,11 @@ class _OutcomeEnv(gym.Env):
         self.t += 1
         crashed = self.crash and self.t == 2
         arrived = not self.crash and self.t == 3
-        info = {"crashed": crashed, "arrived": arrived, "rewards": {"speed": 0.5, "collision": float(crashed)}}
+        info = {
+            "crashed": crashed,
+            "arrived": arrived,
+            "rewards": {"speed": 0.5, "collision": float(crashed)},
+        }
         return np.full(1, self.t, dtype=np.float32), 1.0, crashed or arrived, False, info
 
 

@@ -1,8 +1,8 @@
 """Meta-learners: MAML, FOMAML, Meta-SGD and their Directed-* variants behind one protocol.
 
-Notation: ``theta`` are the policy's (meta-)parameters, ``L_i^in`` / ``L_i^out`` the inner / outer loss of task
-``i`` (by default the policy-gradient surrogate of :func:`intersection_meta.pg.policy_loss` on that task's
-episodes), ``alpha`` the inner step size and ``K`` the number of inner steps.
+Notation: ``theta`` are the policy's (meta-)parameters, ``L_i^in`` / ``L_i^out`` the inner / outer loss of
+task ``i`` (by default the policy-gradient surrogate of :func:`intersection_meta.pg.policy_loss` on that
+task's episodes), ``alpha`` the inner step size and ``K`` the number of inner steps.
 
 Inner loop (every algorithm)::
 
@@ -37,8 +37,8 @@ One trainer iteration, for every algorithm::
 
 (``medium_out`` is only needed for ``directed_mode="fomaml"``.)
 
-Known simplification, shared with the MAML-RL paper and pytorch-maml-rl: the gradient of the outer loss ignores
-the dependence of the inner-loop sampling distribution on ``theta`` (see ProMP, Rothfuss et al. 2019).
+Known simplification, shared with the MAML-RL paper and pytorch-maml-rl: the gradient of the outer loss
+ignores the dependence of the inner-loop sampling distribution on ``theta`` (see ProMP, Rothfuss et al. 2019).
 """
 
 from __future__ import annotations
@@ -119,31 +119,42 @@ class AlgorithmSpec:
     doc: str = field(repr=False)
 
 
+_MAML_DOC = (
+    "MAML (Finn, Abbeel & Levine 2017, 'Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks', "
+    "ICML): theta <- theta - eta * grad_theta 1/N sum_i L_i^out(theta_i^K(theta)); the outer gradient flows "
+    "through the K inner steps (second order)."
+)
+_FOMAML_DOC = (
+    "First-order MAML (Finn et al. 2017; Nichol, Achiam & Schulman 2018, 'On First-Order Meta-Learning "
+    "Algorithms'): MAML with the inner gradients treated as constants, so the meta-gradient is "
+    "1/N sum_i grad L_i^out evaluated at theta_i^K."
+)
+_META_SGD_DOC = (
+    "Meta-SGD (Li, Zhou, Chen & Li 2017, 'Meta-SGD: Learning to Learn Quickly for Few-Shot Learning'): MAML "
+    "with a per-parameter step size alpha (a tensor shaped like each parameter, initialised at inner_lr), "
+    "meta-learned with theta: theta_i' = theta - alpha (.) grad L_i^in(theta), and "
+    "(theta, alpha) <- (theta, alpha) - eta * grad_(theta, alpha) 1/N sum_i L_i^out(theta_i')."
+)
+_DIRECTED_DOC = (
+    "Directed step (Zhang, Yan & Liu 2025, 'Directed-MAML', arXiv:2510.00212): before each meta-update, a "
+    "first-order step on the scenario's medium task, theta <- theta - beta_k * g_medium (see "
+    "MetaConfig.directed_mode); the trainer then samples the meta-batch with the directed theta and runs "
+    "the meta-update from it."
+)
+
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "maml": AlgorithmSpec(False, False, False, doc=(
-        "MAML (Finn, Abbeel & Levine 2017, 'Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks', "
-        "ICML). theta <- theta - eta * grad_theta 1/N sum_i L_i^out(theta_i^K(theta)); the outer gradient flows "
-        "through the K inner steps (second order).")),
-    "fomaml": AlgorithmSpec(True, False, False, doc=(
-        "First-order MAML (Finn et al. 2017; Nichol, Achiam & Schulman 2018, 'On First-Order Meta-Learning "
-        "Algorithms'). Same as MAML with the inner gradients treated as constants: the meta-gradient is "
-        "1/N sum_i grad L_i^out evaluated at theta_i^K.")),
-    "meta_sgd": AlgorithmSpec(False, True, False, doc=(
-        "Meta-SGD (Li, Zhou, Chen & Li 2017, 'Meta-SGD: Learning to Learn Quickly for Few-Shot Learning'). MAML "
-        "with a per-parameter step size alpha (a tensor shaped like each parameter, initialised at inner_lr) "
-        "meta-learned jointly with theta: theta_i' = theta - alpha (.) grad L_i^in(theta); (theta, alpha) <- "
-        "(theta, alpha) - eta * grad_(theta, alpha) 1/N sum_i L_i^out(theta_i').")),
-    "directed_maml": AlgorithmSpec(False, False, True, doc=(
-        "Directed-MAML (Zhang, Yan & Liu 2025, arXiv:2510.00212). Before each second-order MAML meta-update, a "
-        "first-order step on the scenario's medium task: theta <- theta - beta_k * g_medium (see "
-        "MetaConfig.directed_mode), then the MAML meta-update from the directed theta (whose meta-batch the "
-        "trainer samples with the directed theta).")),
-    "directed_fomaml": AlgorithmSpec(True, False, True, doc=(
-        "Directed-FOMAML: the directed medium-task step (Zhang, Yan & Liu 2025) followed by a FOMAML "
-        "meta-update (Nichol et al. 2018).")),
-    "directed_meta_sgd": AlgorithmSpec(False, True, True, doc=(
-        "Directed-Meta-SGD: the directed medium-task step (Zhang, Yan & Liu 2025) followed by a Meta-SGD "
-        "meta-update (Li et al. 2017).")),
+    "maml": AlgorithmSpec(first_order=False, learn_inner_lr=False, directed=False, doc=_MAML_DOC),
+    "fomaml": AlgorithmSpec(first_order=True, learn_inner_lr=False, directed=False, doc=_FOMAML_DOC),
+    "meta_sgd": AlgorithmSpec(first_order=False, learn_inner_lr=True, directed=False, doc=_META_SGD_DOC),
+    "directed_maml": AlgorithmSpec(
+        first_order=False, learn_inner_lr=False, directed=True, doc=f"{_DIRECTED_DOC} Then: {_MAML_DOC}"
+    ),
+    "directed_fomaml": AlgorithmSpec(
+        first_order=True, learn_inner_lr=False, directed=True, doc=f"{_DIRECTED_DOC} Then: {_FOMAML_DOC}"
+    ),
+    "directed_meta_sgd": AlgorithmSpec(
+        first_order=False, learn_inner_lr=True, directed=True, doc=f"{_DIRECTED_DOC} Then: {_META_SGD_DOC}"
+    ),
 }
 
 
@@ -166,9 +177,11 @@ def sgd_step(
         New parameter dict; parameters the loss does not depend on are shifted by zero.
     """
     names = list(params)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
+    grads = torch.autograd.grad(
+        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True
+    )
     new: Params = {}
-    for name, grad in zip(names, grads):
+    for name, grad in zip(names, grads, strict=False):
         if grad is None:
             new[name] = params[name]
             continue
@@ -196,19 +209,25 @@ class MetaLearner:
         name: Algorithm name, for ``state_dict`` and messages.
     """
 
-    def __init__(self, policy: nn.Module, config: MetaConfig, loss_fn: LossFn | None = None,
-                 name: str = "custom") -> None:
+    def __init__(
+        self, policy: nn.Module, config: MetaConfig, loss_fn: LossFn | None = None, name: str = "custom"
+    ) -> None:
         self.policy = policy
         self.config = config
         self.name = name
         self.loss_fn: LossFn = loss_fn or partial(
-            _default_loss, policy, config.gamma, config.gae_lambda, config.baseline_reg,
+            _default_loss,
+            policy,
+            config.gamma,
+            config.gae_lambda,
+            config.baseline_reg,
             config.normalize_advantages,
         )
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if config.learn_inner_lr:
             self.step_sizes = {
-                n: nn.Parameter(torch.full_like(p.detach(), config.inner_lr)) for n, p in policy.named_parameters()
+                n: nn.Parameter(torch.full_like(p.detach(), config.inner_lr))
+                for n, p in policy.named_parameters()
             }
 
     # -- parameters ---------------------------------------------------------------------------------------
@@ -259,7 +278,9 @@ class MetaLearner:
             current = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             for _ in range(steps):
                 with torch.enable_grad():
-                    current = sgd_step(current, self.loss_fn(current, inner_episodes), alpha, create_graph=False)
+                    current = sgd_step(
+                        current, self.loss_fn(current, inner_episodes), alpha, create_graph=False
+                    )
                 current = {k: v.detach().requires_grad_(True) for k, v in current.items()}
             return _detached(current)
         current = dict(params)
@@ -273,7 +294,8 @@ class MetaLearner:
     def outer_loss(
         self, params: Mapping[str, Tensor], task_batches: Sequence[tuple[Any, Any]]
     ) -> tuple[Tensor, dict[str, float]]:
-        """Meta-loss ``1/N sum_i L_i^out(adapt(params, inner_i))`` over ``task_batches = [(inner_i, outer_i)]``.
+        """Meta-loss ``1/N sum_i L_i^out(adapt(params, inner_i))`` over ``task_batches = [(inner_i,
+        outer_i)]``.
 
         Call ``backward()`` on the returned loss to get the meta-gradient in ``.grad`` of
         :meth:`meta_parameters` (when ``params`` is :meth:`params`).
@@ -295,7 +317,7 @@ class MetaLearner:
         info.update({f"outer_loss_task_{i}": v.item() for i, v in enumerate(outer_losses)})
         return loss, info
 
-    # -- directed step ------------------------------------------------------------------------------------------
+    # -- directed step ---------------------------------------------------------------------------------------
     def directed_lr(self, iteration: int) -> float:
         """``beta_k = directed_lr * directed_lr_decay ** k``."""
         return self.config.directed_lr * self.config.directed_lr_decay ** int(iteration)
@@ -311,7 +333,8 @@ class MetaLearner:
         """Directed parameters ``theta - beta_k * g_medium`` as new detached tensors (pure; see
         :meth:`directed_update` for the in-place version the trainer uses).
 
-        ``directed_mode="pg"``: ``g = grad L_medium(theta)`` on ``medium_inner_episodes`` (collected with theta).
+        ``directed_mode="pg"``: ``g = grad L_medium(theta)`` on ``medium_inner_episodes`` (collected with
+        theta).
         ``directed_mode="fomaml"``: ``theta' = adapt(theta, medium_inner_episodes)`` (first order),
         ``g = grad_{theta'} L_medium(theta')`` on ``medium_outer_episodes`` (collected with ``theta'``).
 
@@ -328,14 +351,15 @@ class MetaLearner:
                 if medium_outer_episodes is None:
                     raise ValueError(
                         "directed_mode='fomaml' needs medium_outer_episodes collected with the adapted "
-                        "parameters adapt(theta, medium_inner_episodes, differentiable=False)")
+                        "parameters adapt(theta, medium_inner_episodes, differentiable=False)"
+                    )
                 adapted = self.adapt(start, medium_inner_episodes, differentiable=False)
                 adapted = {k: v.requires_grad_(True) for k, v in adapted.items()}
                 loss = self.loss_fn(adapted, medium_outer_episodes)
                 grads = torch.autograd.grad(loss, list(adapted.values()), allow_unused=True)
         return {
             name: (p.detach() if g is None else (p - beta * g).detach())
-            for (name, p), g in zip(start.items(), grads)
+            for (name, p), g in zip(start.items(), grads, strict=False)
         }
 
     @torch.no_grad()
@@ -354,15 +378,16 @@ class MetaLearner:
         for name, p in live.items():
             sq += float(((new[name] - p) ** 2).sum())
             p.copy_(new[name])
-        return {"directed_lr": self.directed_lr(iteration), "directed_step_norm": sq ** 0.5}
+        return {"directed_lr": self.directed_lr(iteration), "directed_step_norm": sq**0.5}
 
-    # -- checkpointing ------------------------------------------------------------------------------------------
+    # -- checkpointing ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Learner-owned state (the policy's weights are checkpointed through ``policy.state_dict()``)."""
         return {
             "name": self.name,
             "config": asdict(self.config),
-            "step_sizes": None if self.step_sizes is None
+            "step_sizes": None
+            if self.step_sizes is None
             else {k: v.detach().clone() for k, v in self.step_sizes.items()},
         }
 
@@ -376,7 +401,8 @@ class MetaLearner:
         if (saved is None) != (self.step_sizes is None):
             raise ValueError(
                 f"step sizes mismatch: checkpoint has {'none' if saved is None else 'some'}, learner "
-                f"{self.name!r} has {'none' if self.step_sizes is None else 'some'}")
+                f"{self.name!r} has {'none' if self.step_sizes is None else 'some'}"
+            )
         if saved is None:
             return
         if set(saved) != set(self.step_sizes):
@@ -384,13 +410,16 @@ class MetaLearner:
         with torch.no_grad():
             for k, v in saved.items():
                 if v.shape != self.step_sizes[k].shape:
-                    raise ValueError(f"step size {k!r}: shape {tuple(v.shape)} vs {tuple(self.step_sizes[k].shape)}")
+                    raise ValueError(
+                        f"step size {k!r}: shape {tuple(v.shape)} vs {tuple(self.step_sizes[k].shape)}"
+                    )
                 self.step_sizes[k].copy_(v)
 
 
 def _default_loss(policy, gamma, lam, baseline_reg, normalize, params, episodes) -> Tensor:
-    return policy_loss(policy, params, episodes, gamma=gamma, lam=lam, baseline_reg=baseline_reg,
-                       normalize=normalize)
+    return policy_loss(
+        policy, params, episodes, gamma=gamma, lam=lam, baseline_reg=baseline_reg, normalize=normalize
+    )
 
 
 def make_learner(
@@ -405,6 +434,10 @@ def make_learner(
     if name not in ALGORITHMS:
         raise ValueError(f"unknown meta-learner {name!r}; valid: {', '.join(ALGORITHMS)}")
     spec = ALGORITHMS[name]
-    config = replace(config or MetaConfig(), first_order=spec.first_order, learn_inner_lr=spec.learn_inner_lr,
-                     directed=spec.directed)
+    config = replace(
+        config or MetaConfig(),
+        first_order=spec.first_order,
+        learn_inner_lr=spec.learn_inner_lr,
+        directed=spec.directed,
+    )
     return MetaLearner(policy, config, loss_fn=loss_fn, name=name)
