@@ -299,3 +299,83 @@ def test_real_window_scripted_keys_exercise_every_handler(xdisplay):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ------------------------------------------------------------------------------------------------------
+# With a checkpoint: sample a task, adapt, record pre vs adapted (tiny CartPole run)
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from intersection_meta.config import make_config
+    from intersection_meta.scenario import load_scenario
+    from intersection_meta.trainer import train
+
+    config = make_config({"scenario": "cartpole_physics", "algo": "maml", "iterations": 1, "meta_batch_size": 2,
+                          "episodes_per_task": 2, "eval_tasks": 0, "hidden_sizes": [8, 8]})
+    scenario = load_scenario("cartpole_physics", ["episode.max_steps=30"])
+    result = train(config, tmp_path_factory.mktemp("run") / "tiny", progress=False, tensorboard=False,
+                   scenario=scenario)
+    return result.checkpoint
+
+
+def test_checkpoint_replay_records_pre_and_adapted_episodes(tmp_path, tiny_checkpoint, capsys):
+    saved, png = tmp_path / "rec.npz", tmp_path / "ck.png"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--adapt-steps", "1", "--episodes", "2", "--task-seed", "4",
+            "--save", str(saved), "--snapshot", str(png), "--episode", "2"]
+    assert replay.main(argv) == 0, capsys.readouterr().err
+    recs = load_recordings(saved)
+    assert [(r.episode, r.label) for r in recs] == [(0, "pre-adaptation"), (0, "adapted (1 step)"),
+                                                    (1, "pre-adaptation"), (1, "adapted (1 step)")]
+    assert all(r.kind == "cartpole" and r.n_steps <= 30 and r.rgb_frames.shape[0] == r.n_steps + 1 for r in recs)
+    assert len({r.task_value().task_id for r in recs}) == 1
+    assert Image.open(png).size == (1120, 680)
+
+
+def test_greedy_policy_act_takes_the_most_likely_action(tiny_checkpoint):
+    import torch
+
+    from intersection_meta.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    act = replay.make_policy_act(ckpt.policy, ckpt.params, greedy=True, seed=0)
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    with torch.no_grad():
+        logits = ckpt.policy.distribution(torch.as_tensor(obs), ckpt.params).logits.numpy()
+    assert [act(o) for o in obs] == list(logits.argmax(axis=1))
+    sampled = replay.make_policy_act(ckpt.policy, ckpt.params, greedy=False, seed=0)
+    again = replay.make_policy_act(ckpt.policy, ckpt.params, greedy=False, seed=0)
+    assert [sampled(o) for o in obs] == [again(o) for o in obs]  # seeded, no global RNG
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--scenario", "yield_left"], "does not match scenario 'yield_left'"),
+        (["--set", "physics.gravty_mps2=5"], "did you mean"),
+    ],
+)
+def test_checkpoint_errors_are_one_line(tmp_path, tiny_checkpoint, capsys, extra, message):
+    argv = ["--checkpoint", str(tiny_checkpoint), *extra, "--snapshot", str(tmp_path / "x.png")]
+    assert replay.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_missing_or_corrupt_checkpoint(tmp_path, capsys):
+    assert replay.main(["--checkpoint", str(tmp_path / "nope.pt"), "--snapshot", str(tmp_path / "x.png")]) == 2
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert replay.main(["--checkpoint", str(bad), "--snapshot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "nope.pt" in err[0] and "bad.pt" in err[1]
+
+
+def test_real_window_next_task_with_a_checkpoint(xdisplay, tiny_checkpoint):
+    env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"}
+    env.update(DISPLAY=xdisplay, SDL_AUDIODRIVER="dummy", **{replay.SCRIPT_ENV: "n,wait,right,t,q"})
+    process = subprocess.run([sys.executable, "-m", "viz.replay", "--checkpoint", str(tiny_checkpoint)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.count("task (seed") == 2  # the first task, then the one sampled by "n"

@@ -105,10 +105,16 @@ def _road_background(size_px: tuple[int, int], camera: Camera) -> pygame.Surface
     return surface.copy()
 
 
-@functools.lru_cache(maxsize=4)
 def _font(size: int, bold: bool = False) -> pygame.font.Font:
+    """pygame's default font; re-created after anything (e.g. gymnasium's ``env.close()``) quit pygame."""
     if not pygame.font.get_init():
         pygame.font.init()
+        _cached_font.cache_clear()
+    return _cached_font(size, bold)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_font(size: int, bold: bool) -> pygame.font.Font:
     font = pygame.font.Font(None, size)
     font.set_bold(bold)
     return font

@@ -326,7 +326,10 @@ def record_checkpoint_task(source: CheckpointSource, task_seed: int) -> list[Rec
                 print(f"  episode {episode} {label:>22}: {rec.outcome:9} return {rec.total_reward:+.2f}", flush=True)
                 recordings.append(rec)
     finally:
-        env.close()
+        if task.kind == "intersection":
+            # gymnasium's CartPole/LunarLander close() calls pygame.quit(), which would close the viewer's
+            # own window: those envs are left to the garbage collector instead.
+            env.close()
     return recordings
 
 
@@ -347,11 +350,13 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
     from intersection_meta.scenario import Scenario, ScenarioError, apply_overrides, load_scenario
 
     path = Path(args.checkpoint)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such checkpoint file")
+    if not path.exists():
+        raise UsageError(f"{path}: no such checkpoint file or run directory")
     try:
         checkpoint = load_checkpoint(path)
-    except Exception as err:  # noqa: BLE001 - any load failure is reported as one line
+    except ValueError as err:  # CheckpointError / ScenarioError carry a one-line message naming the file
+        raise UsageError(str(err).splitlines()[0]) from err
+    except Exception as err:  # noqa: BLE001 - any other load failure is still reported as one line
         raise UsageError(f"{path}: cannot load checkpoint ({type(err).__name__}: {err})") from err
     trained = checkpoint.scenario
     try:
