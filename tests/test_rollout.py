@@ -141,3 +141,20 @@ def test_split_by_task_and_concat_round_trip(cartpole_episodes):
         split_by_task(cartpole_episodes, 5)
     with pytest.raises(ValueError):
         concat([])
+
+
+def test_same_step_autoreset_gives_the_same_episodes():
+    def make(mode):
+        return gym.vector.SyncVectorEnv(
+            [lambda: gym.make("CartPole-v1", max_episode_steps=20) for _ in range(4)], autoreset_mode=mode
+        )
+
+    policy = build_policy(
+        make(gym.vector.AutoresetMode.NEXT_STEP).single_observation_space, gym.spaces.Discrete(2), hidden=(8,)
+    )
+    a = collect_episodes(make(gym.vector.AutoresetMode.NEXT_STEP), policy, None, seed=2)
+    b = collect_episodes(make(gym.vector.AutoresetMode.SAME_STEP), policy, None, seed=2)
+    for name in ("obs", "actions", "mask", "terminated", "lengths", "last_obs", "truncated"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    with pytest.raises(ValueError, match="autoreset"):
+        collect_episodes(make(gym.vector.AutoresetMode.DISABLED), policy, None, seed=2)
