@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the final held-out evaluation")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: fastest for these small networks)")
     p.add_argument("--help-config", action="store_true", help="list run-config keys and exit")
     return p
 
@@ -72,6 +74,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     if args.help_config:
         print("Run-config keys (set with --set KEY=VALUE or in a --config YAML file):\n" + config_help())
         return 0
