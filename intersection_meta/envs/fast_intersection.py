@@ -115,6 +115,14 @@ class LaneTable:
     to_node: tuple[str, ...]
     straight_ids: np.ndarray
     circular_ids: np.ndarray
+    start_x: np.ndarray
+    start_y: np.ndarray
+    dir_x: np.ndarray
+    dir_y: np.ndarray
+    lat_x: np.ndarray
+    lat_y: np.ndarray
+    center_x: np.ndarray
+    center_y: np.ndarray
 
     def index(self, name: tuple[str, str, int]) -> int:
         return self.names.index(name)
@@ -191,6 +199,14 @@ def lane_table() -> LaneTable:
         to_node=tuple(t for _, t, _ in names),
         straight_ids=np.nonzero(~circular)[0],
         circular_ids=np.nonzero(circular)[0],
+        start_x=start[:, 0].copy(),
+        start_y=start[:, 1].copy(),
+        dir_x=direction[:, 0].copy(),
+        dir_y=direction[:, 1].copy(),
+        lat_x=direction_lat[:, 0].copy(),
+        lat_y=direction_lat[:, 1].copy(),
+        center_x=center[:, 0].copy(),
+        center_y=center[:, 1].copy(),
     )
 
 
@@ -229,34 +245,78 @@ def _wrap_to_pi(x: np.ndarray) -> np.ndarray:
     return r - np.pi
 
 
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dekker's exact product: ``p + e == a * b`` exactly, ``p = fl(a * b)``."""
+    p = a * b
+    split = 134217729.0  # 2**27 + 1 (Veltkamp splitting)
+    ca = split * a
+    a_hi = ca - (ca - a)
+    a_lo = a - a_hi
+    cb = split * b
+    b_hi = cb - (cb - b)
+    b_lo = b - b_hi
+    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return p, e
+
+
+def _norm2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``np.linalg.norm([dx, dy])`` bit for bit: NumPy computes ``sqrt(dot(v, v))`` and the BLAS dot of two
+    elements is ``fma(dy, dy, dx * dx)`` on FMA hardware; the fused multiply-add is emulated exactly
+    (TwoProduct + TwoSum). On hardware where the dot is not fused, the plain sum is used."""
+    c = dx * dx
+    if not _dot_is_fused():
+        return np.sqrt(c + dy * dy)
+    p, e = _two_product(dy, dy)
+    s = p + c
+    bb = s - p
+    t = (p - (s - bb)) + (c - bb)
+    return np.sqrt(s + (t + e))
+
+
+@functools.lru_cache(maxsize=1)
+def _dot_is_fused() -> bool:
+    """Whether ``np.linalg.norm`` of a 2-vector rounds like a fused multiply-add (decided on a sample)."""
+    rng = np.random.default_rng(0)
+    v = rng.uniform(-20, 20, size=(256, 2))
+    ref = np.array([np.linalg.norm(x) for x in v])
+    plain = np.sqrt(v[:, 0] * v[:, 0] + v[:, 1] * v[:, 1])
+    return not np.array_equal(ref, plain)
+
+
 def _not_zero(x: np.ndarray, eps: float = 1e-2) -> np.ndarray:
     return np.where(np.abs(x) > eps, x, np.where(x >= 0, eps, -eps))
 
 
 def _local_coordinates(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``lane.local_coordinates(position)`` for each element (straight or circular)."""
+    dx = x - tab.start_x[lane]
+    dy = y - tab.start_y[lane]
+    s = dx * tab.dir_x[lane] + dy * tab.dir_y[lane]
+    r = dx * tab.lat_x[lane] + dy * tab.lat_y[lane]
     circ = tab.circular[lane]
-    dx = x - tab.start[lane, 0]
-    dy = y - tab.start[lane, 1]
-    s = dx * tab.direction[lane, 0] + dy * tab.direction[lane, 1]
-    r = dx * tab.direction_lateral[lane, 0] + dy * tab.direction_lateral[lane, 1]
     if circ.any():
-        cdx = x - tab.center[lane, 0]
-        cdy = y - tab.center[lane, 1]
-        sp = tab.start_phase[lane]
+        ln = lane[circ]
+        cdx = x[circ] - tab.center_x[ln]
+        cdy = y[circ] - tab.center_y[ln]
+        sp = tab.start_phase[ln]
         phi = sp + _wrap_to_pi(np.arctan2(cdy, cdx) - sp)
-        rho = np.sqrt(cdx * cdx + cdy * cdy)
-        turn = tab.turn[lane]
-        radius = tab.radius[lane]
-        s = np.where(circ, turn * (phi - sp) * radius, s)
-        r = np.where(circ, turn * (radius - rho), r)
+        rho = _norm2(cdx, cdy)
+        turn = tab.turn[ln]
+        radius = tab.radius[ln]
+        s[circ] = turn * (phi - sp) * radius
+        r[circ] = turn * (radius - rho)
     return s, r
 
 
 def _heading_at(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> np.ndarray:
-    turn = tab.turn[lane]
-    phi = turn * s / tab.radius[lane] + tab.start_phase[lane]
-    return np.where(tab.circular[lane], phi + np.pi / 2 * turn, tab.heading[lane])
+    out = tab.heading[lane]
+    circ = tab.circular[lane]
+    if circ.any():
+        ln = lane[circ]
+        turn = tab.turn[ln]
+        phi = turn * s[circ] / tab.radius[ln] + tab.start_phase[ln]
+        out[circ] = phi + np.pi / 2 * turn
+    return out
 
 
 def _position(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +373,7 @@ def _closest_lane_full(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarr
     cdy = ys - tab.center[C, 1]
     sp, turn, radius = tab.start_phase[C], tab.turn[C], tab.radius[C]
     phi = sp + _wrap_to_pi(np.arctan2(cdy, cdx) - sp)
-    rho = np.sqrt(cdx * cdx + cdy * cdy)
+    rho = _norm2(cdx, cdy)
     s = turn * (phi - sp) * radius
     r = turn * (radius - rho)
     psi = (turn * s / radius + sp) + np.pi / 2 * turn
@@ -605,14 +665,22 @@ class FastIntersectionVectorEnv(VectorEnv):
         return obs, rewards, terminated, truncated, infos
 
     # --- simulation ----------------------------------------------------------------------------------------
-    def _follow_road(self, active: np.ndarray) -> None:
-        """``ControlledVehicle.follow_road`` for the (scene, vehicle) pairs in ``active``."""
+    def _follow_road(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``ControlledVehicle.follow_road`` for the (scene, vehicle) pairs in ``active``.
+
+        Returns:
+            The local coordinates ``(s, r)`` of every vehicle on its (possibly new) target lane.
+        """
         st, tab = self._state, self._tab
         tl = st["target_lane"]
-        s, _ = _local_coordinates(tab, tl, st["x"], st["y"])
+        s, r = _local_coordinates(tab, tl, st["x"], st["y"])
         due = active & (s > tab.length[tl] - _VEHICLE_LENGTH_LANE / 2)
-        for i, v in zip(*np.nonzero(due)):
-            self._next_lane(int(i), int(v))
+        if due.any():
+            for i, v in zip(*np.nonzero(due)):
+                self._next_lane(int(i), int(v))
+            tl = st["target_lane"][due]
+            s[due], r[due] = _local_coordinates(tab, tl, st["x"][due], st["y"][due])
+        return s, r
 
     def _next_lane(self, i: int, v: int) -> None:
         """``RoadNetwork.next_lane`` with the vehicle's route (scalar: lane switches are rare events)."""
@@ -638,12 +706,12 @@ class FastIntersectionVectorEnv(VectorEnv):
             nxt = int(cands[int(np.argmin(dist))])
         st["target_lane"][i, v] = nxt
 
-    def _steering(self) -> np.ndarray:
-        """``ControlledVehicle.steering_control(target_lane_index)`` for every vehicle."""
+    def _steering(self, s: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """``ControlledVehicle.steering_control(target_lane_index)`` for every vehicle, given the local
+        coordinates ``(s, r)`` of each vehicle on its target lane."""
         st, tab = self._state, self._tab
         tl = st["target_lane"]
         speed, heading = st["speed"], st["heading"]
-        s, r = _local_coordinates(tab, tl, st["x"], st["y"])
         future_heading = _heading_at(tab, tl, s + speed * _TAU_PURSUIT)
         lateral_speed_command = -_KP_LATERAL * r
         nz = _not_zero(speed)
@@ -721,8 +789,8 @@ class FastIntersectionVectorEnv(VectorEnv):
             ego_only[:, _EGO] = True
             self._follow_road(ego_only)
         # road.act()
-        self._follow_road(acting)
-        steering = self._steering()
+        s_target, r_target = self._follow_road(acting)
+        steering = self._steering(s_target, r_target)
         acceleration = _KP_A * (st["target_speed"] - st["speed"])
         acceleration[:, _OTHER] = np.where(idm, self._idm_acceleration(), acceleration[:, _OTHER])
         # Vehicle.clip_actions (a crashed vehicle brakes to a stop, wheels straight).
