@@ -123,6 +123,8 @@ class LaneTable:
     lat_y: np.ndarray
     center_x: np.ndarray
     center_y: np.ndarray
+    twin: np.ndarray  # for approach/exit lanes: the opposite lane of the same arm, else -1
+    straight_packed: np.ndarray  # (L, 7): start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
 
     def index(self, name: tuple[str, str, int]) -> int:
         return self.names.index(name)
@@ -207,7 +209,22 @@ def lane_table() -> LaneTable:
         lat_y=direction_lat[:, 1].copy(),
         center_x=center[:, 0].copy(),
         center_y=center[:, 1].copy(),
+        twin=_twin_lanes(circular, heading, bbox, np.array([lane.length for lane in lanes])),
+        straight_packed=np.column_stack([start, direction, direction_lat, circular.astype(np.float64)]),
     )
+
+
+def _twin_lanes(circular: np.ndarray, heading: np.ndarray, bbox: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """For each long straight lane, the parallel opposite-direction lane of the same arm (-1 if none)."""
+    twin = -np.ones(len(circular), dtype=np.int64)
+    arm = np.nonzero(~circular & (length > 50))[0]
+    for i in arm:
+        for j in arm:
+            opposite = abs(abs(_wrap_to_pi(np.array(heading[i] - heading[j]))) - np.pi) < 1e-6
+            gap = max(bbox[j, 0] - bbox[i, 1], bbox[i, 0] - bbox[j, 1], bbox[j, 2] - bbox[i, 3], bbox[i, 2] - bbox[j, 3])
+            if i != j and opposite and gap < 5:
+                twin[i] = j
+    return twin
 
 
 @functools.lru_cache(maxsize=None)
@@ -234,15 +251,13 @@ def _wrap_to_pi(x: np.ndarray) -> np.ndarray:
     """``utils.wrap_to_pi``: ``((x + pi) % (2 pi)) - pi``, bit for bit.
 
     For ``a = x + pi`` in ``[-2 pi, 2 pi)`` NumPy's float remainder is ``a`` or ``a + 2 pi`` (``fmod`` is exact
-    there), so only the rare other values go through the (slow) ``np.remainder``.
+    there), so only arrays with other values go through the (slow) ``np.remainder``.
     """
     two_pi = 2 * np.pi
     a = x + np.pi
-    r = np.where(a < 0, a + two_pi, a)
-    big = (a >= two_pi) | (a < -two_pi)
-    if big.any():
-        r = np.where(big, np.remainder(a, two_pi), r)
-    return r - np.pi
+    if a.size and (a.min() < -two_pi or a.max() >= two_pi):
+        return np.remainder(a, two_pi) - np.pi
+    return (a + (a < 0) * two_pi) - np.pi
 
 
 def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,11 +304,12 @@ def _not_zero(x: np.ndarray, eps: float = 1e-2) -> np.ndarray:
 
 def _local_coordinates(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``lane.local_coordinates(position)`` for each element (straight or circular)."""
-    dx = x - tab.start_x[lane]
-    dy = y - tab.start_y[lane]
-    s = dx * tab.dir_x[lane] + dy * tab.dir_y[lane]
-    r = dx * tab.lat_x[lane] + dy * tab.lat_y[lane]
-    circ = tab.circular[lane]
+    g = tab.straight_packed[lane]  # start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
+    dx = x - g[..., 0]
+    dy = y - g[..., 1]
+    s = dx * g[..., 2] + dy * g[..., 3]
+    r = dx * g[..., 4] + dy * g[..., 5]
+    circ = g[..., 6] > 0
     if circ.any():
         ln = lane[circ]
         cdx = x[circ] - tab.center_x[ln]
@@ -382,21 +398,34 @@ def _closest_lane_full(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarr
     return np.argmin(d, axis=1)
 
 
+def _single_lower_bound(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """:func:`_lane_lower_bound` of one straight lane per element (``lane >= 0``; ``inf`` where ``lane < 0``)."""
+    ln = np.maximum(lane, 0)
+    bb = tab.bbox[ln]
+    ox = np.maximum(np.maximum(bb[:, 0] - x, x - bb[:, 1]), 0.0)
+    oy = np.maximum(np.maximum(bb[:, 2] - y, y - bb[:, 3]), 0.0)
+    lower = np.maximum(ox, oy) + np.abs(_wrap_to_pi(h - tab.heading[ln]))
+    return np.where(lane >= 0, lower, np.inf)
+
+
 def _closest_lane(
     tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray, prev: np.ndarray, margin: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``get_closest_lane_index`` for vehicles that were on lane ``prev``, pruned.
 
-    ``margin`` is a lower bound of every other lane's distance (:func:`_lane_lower_bound` at the last check,
-    minus the ``|dx| + |dy| + |dheading|`` moved since). A vehicle keeps ``prev`` without any scan while ``margin`` exceeds
-    ``prev``'s distance; otherwise the bounds are recomputed and, if still ambiguous, all lanes are scanned.
+    ``margin`` is a lower bound of the distance of every lane other than ``prev`` and its twin (the parallel
+    lane of the same arm, whose bound is recomputed every call): :func:`_lane_lower_bound` at the last check,
+    minus the ``|dx| + |dy| + |dheading|`` moved since. A vehicle keeps ``prev`` without any scan while both
+    bounds exceed ``prev``'s distance; otherwise the bounds are recomputed and, if still ambiguous, all lanes
+    are scanned.
 
     Returns:
         (lanes, new margins).
     """
     d_prev = _lane_distance(tab, prev, x, y, h)
+    twin_bound = _single_lower_bound(tab, tab.twin[prev], x, y, h)
     lanes, margin = prev.copy(), margin.copy()
-    idx = np.nonzero(margin <= d_prev + 1e-9)[0]
+    idx = np.nonzero(np.minimum(margin, twin_bound) <= d_prev + 1e-9)[0]
     if idx.size:
         lower = _lane_lower_bound(tab, x[idx], y[idx], h[idx])
         rows = np.arange(idx.size)
@@ -409,6 +438,9 @@ def _closest_lane(
             j = idx[full]
             new[full] = _closest_lane_full(tab, x[j], y[j], h[j])
         lower[rows, new] = np.inf
+        twin = tab.twin[new]
+        has_twin = twin >= 0
+        lower[rows[has_twin], twin[has_twin]] = np.inf
         lanes[idx] = new
         margin[idx] = lower.min(axis=1)
     return lanes, margin
@@ -1062,12 +1094,14 @@ def _polygons_intersecting(
         nrm = np.stack([-p2[..., 1] + p1[..., 1], p2[..., 0] - p1[..., 0]], axis=-1)
         normals.append(nrm / np.linalg.norm(nrm, axis=-1, keepdims=True))
     normals = np.concatenate(normals, axis=1)  # (K, 8, 2)
-    proj_a = np.einsum("kpd,knd->knp", a, normals)
-    proj_b = np.einsum("kpd,knd->knp", b, normals)
+    nx, ny = normals[:, :, None, 0], normals[:, :, None, 1]
+    proj_a = a[:, None, :, 0] * nx + a[:, None, :, 1] * ny  # (K, 8, 4)
+    proj_b = b[:, None, :, 0] * nx + b[:, None, :, 1] * ny
     min_a, max_a = proj_a.min(axis=2), proj_a.max(axis=2)
     min_b, max_b = proj_b.min(axis=2), proj_b.max(axis=2)
     intersecting = ~(_interval_distance(min_a, max_a, min_b, max_b) > 0).any(axis=1)
-    vp = np.einsum("knd,kd->kn", normals, disp_a - disp_b)
+    dd = disp_a - disp_b
+    vp = normals[:, :, 0] * dd[:, None, 0] + normals[:, :, 1] * dd[:, None, 1]
     min_a = np.where(vp < 0, min_a + vp, min_a)
     max_a = np.where(vp < 0, max_a, max_a + vp)
     distance = _interval_distance(min_a, max_a, min_b, max_b)
