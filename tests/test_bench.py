@@ -1,0 +1,135 @@
+"""Benchmark harness: statistics helpers against hand-computed values, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from intersection_meta import bench
+from intersection_meta.bench import (
+    TargetHit,
+    band_over_seeds,
+    final_return,
+    interpolate,
+    mean_ci,
+    moving_average,
+    ratio,
+    t_critical_95,
+    time_to_target,
+)
+
+
+def _rows(returns: list[float], dt: float = 2.0, steps: int = 100) -> list[dict[str, float]]:
+    return [{"iteration": i + 1, "wall_time_s": dt * (i + 1), "env_steps": steps * (i + 1), "return_post": r}
+            for i, r in enumerate(returns)]
+
+
+# -- statistics helpers ------------------------------------------------------------------------------------------
+def test_t_critical_matches_table_and_tends_to_normal():
+    assert t_critical_95(1) == pytest.approx(12.706)
+    assert t_critical_95(4) == pytest.approx(2.776)
+    assert t_critical_95(30) == pytest.approx(2.042)
+    assert t_critical_95(60) == pytest.approx(2.000, abs=1e-3)  # table value t_{0.975,60} = 2.000
+    assert t_critical_95(120) == pytest.approx(1.980, abs=1e-3)
+    with pytest.raises(ValueError):
+        t_critical_95(0)
+
+
+def test_mean_ci_hand_computed():
+    # values 1, 2, 3: mean 2, sample sd 1, half-width = t_{0.975,2} * 1 / sqrt(3) = 4.303 / 1.7320508
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert half == pytest.approx(4.303 / math.sqrt(3.0))
+    # NaNs ignored; one value has no interval; empty gives NaNs
+    mean, half = mean_ci([4.0, float("nan")])
+    assert mean == 4.0 and math.isnan(half)
+    assert all(math.isnan(x) for x in mean_ci([]))
+
+
+def test_moving_average_is_trailing_with_full_windows():
+    out = moving_average([1.0, 2.0, 3.0, 4.0], 3)
+    assert math.isnan(out[0]) and math.isnan(out[1])
+    assert out[2:] == pytest.approx([2.0, 3.0])
+    assert moving_average([5.0, 7.0], 1) == [5.0, 7.0]
+
+
+def test_time_to_target_first_smoothed_crossing():
+    # smoothed (window 3) at iterations 3..6: (10+100+160)/3=90, (100+160+200)/3=153.3, ...
+    rows = _rows([10.0, 100.0, 160.0, 200.0, 90.0, 200.0])
+    hit = time_to_target(rows, 150.0, window=3)
+    assert hit == TargetHit(iteration=4, wall_time_s=8.0, env_steps=400.0)
+    # a single spike above target does not count when the window mean stays below
+    assert time_to_target(_rows([0.0, 0.0, 300.0, 0.0, 0.0]), 150.0, window=3) is None
+    # window 1: the raw first crossing
+    assert time_to_target(rows, 150.0, window=1).iteration == 3
+
+
+def test_final_return_band_interpolate_ratio():
+    assert final_return(_rows([1.0, 2.0, 3.0, 4.0, 8.0])) == pytest.approx(5.0)
+    assert math.isnan(final_return([]))
+    means, halves, counts = band_over_seeds([[1.0, 3.0], [3.0]])
+    assert means == [2.0, 3.0] and counts == [2, 1]
+    assert halves[0] == pytest.approx(12.706 * math.sqrt(2.0) / math.sqrt(2.0))  # sd sqrt(2), n 2
+    assert math.isnan(halves[1])
+    assert interpolate([0.0, 2.0, 4.0], [0.0, 10.0, 30.0], [1.0, 2.0, 3.0]) == pytest.approx([5.0, 10.0, 20.0])
+    assert math.isnan(interpolate([1.0, 2.0], [0.0, 1.0], [5.0])[0])
+    assert ratio(3.0, 4.0) == 0.75 and math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(float("nan"), 1.0))
+
+
+def test_unknown_algorithm_is_a_clear_error(capsys):
+    assert bench.main(["--suite", "cartpole_physics", "--algos", "maml,mamlx", "--iterations", "1"]) == 2
+    assert "mamlx" in capsys.readouterr().err
+
+
+# -- end to end ----------------------------------------------------------------------------------------------------
+_TINY = ["--suite", "cartpole_physics", "--algos", "maml,directed_maml", "--seeds", "2", "--iterations", "2",
+         "--jobs", "2", "--set", "episode.max_steps=20", "--set", "meta_batch_size=2", "--set", "episodes_per_task=2",
+         "--set", "directed_episodes=2", "--set", "eval_tasks=0", "--set", "hidden_sizes=[8]"]
+
+
+def test_tiny_end_to_end_and_rerun_skips(tmp_path: Path, capsys):
+    out = tmp_path / "bench"
+    assert bench.main([*_TINY, "--out", str(out)]) == 0
+    first = capsys.readouterr().err
+    assert first.count(": done (") == 4 and "[4/4]" in first
+
+    with (out / "results.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 2 * 2
+    assert {(r["algo"], r["seed"]) for r in rows} == {(a, s) for a in ("maml", "directed_maml") for s in ("0", "1")}
+    assert "success_rate_post" not in rows[0]  # CartPole has no success flag
+    assert all(float(r["return_post"]) > 0 and float(r["time_iteration_s"]) > 0 for r in rows)
+
+    report = (out / "report.md").read_text()
+    for section in ("## Learning curves", "## Summary", "## Directed variant / base algorithm", "## Settings",
+                    "python -m intersection_meta.bench", "git commit", "cores", "directed_maml / maml"):
+        assert section in report
+    for name in ("return_vs_iteration.png", "return_vs_wall_time.png"):
+        png = out / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name})" in report
+        from PIL import Image
+
+        with Image.open(png) as img:
+            img.verify()
+    assert (out / "runs" / "maml__s0" / "config.yaml").exists() and (out / "bench.yaml").exists()
+
+    mtime = (out / "runs" / "maml__s1" / "metrics.csv").stat().st_mtime
+    time.sleep(0.01)
+    assert bench.main([*_TINY, "--out", str(out)]) == 0
+    second = capsys.readouterr().err
+    assert second.count(": skipped (") == 4
+    assert (out / "runs" / "maml__s1" / "metrics.csv").stat().st_mtime == mtime
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path: Path, capsys):
+    out = tmp_path / "bench"
+    args = [*_TINY[:3], "maml", *_TINY[4:]]
+    args[args.index("--seeds") + 1] = "1"
+    assert bench.main([*args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert bench.main([*args, "--out", str(out), "--set", "inner_lr=0.1"]) == 1
+    assert "different config" in capsys.readouterr().err
