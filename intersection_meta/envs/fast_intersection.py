@@ -398,34 +398,37 @@ def _closest_lane_full(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarr
     return np.argmin(d, axis=1)
 
 
-def _single_lower_bound(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """:func:`_lane_lower_bound` of one straight lane per element (``lane >= 0``; ``inf`` where ``lane < 0``)."""
-    ln = np.maximum(lane, 0)
-    bb = tab.bbox[ln]
-    ox = np.maximum(np.maximum(bb[:, 0] - x, x - bb[:, 1]), 0.0)
-    oy = np.maximum(np.maximum(bb[:, 2] - y, y - bb[:, 3]), 0.0)
-    lower = np.maximum(ox, oy) + np.abs(_wrap_to_pi(h - tab.heading[ln]))
-    return np.where(lane >= 0, lower, np.inf)
+#: A vehicle on an approach/exit lane p with |r| + |heading error| below this cannot be closer to p's twin
+#: (the opposite lane 4 m away on the same arm): d_twin >= d_p + (4 + pi) - 2 (|r| + |err|), see the tests.
+_TWIN_SAFE = 3.5
 
 
 def _closest_lane(
-    tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray, prev: np.ndarray, margin: np.ndarray
+    tab: LaneTable,
+    x: np.ndarray,
+    y: np.ndarray,
+    h: np.ndarray,
+    prev: np.ndarray,
+    margin: np.ndarray,
+    d_prev: np.ndarray,
+    twin_safe: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``get_closest_lane_index`` for vehicles that were on lane ``prev``, pruned.
 
-    ``margin`` is a lower bound of the distance of every lane other than ``prev`` and its twin (the parallel
-    lane of the same arm, whose bound is recomputed every call): :func:`_lane_lower_bound` at the last check,
-    minus the ``|dx| + |dy| + |dheading|`` moved since. A vehicle keeps ``prev`` without any scan while both
-    bounds exceed ``prev``'s distance; otherwise the bounds are recomputed and, if still ambiguous, all lanes
-    are scanned.
+    Args:
+        prev: each vehicle's previous closest lane; ``d_prev`` its exact ``distance_with_heading`` now.
+        margin: a lower bound of the distance of every lane other than ``prev`` and its twin:
+            :func:`_lane_lower_bound` at the last check minus the ``|dx| + |dy| + |dheading|`` moved since.
+        twin_safe: the twin lane (if any) is provably farther than ``prev`` (see ``_TWIN_SAFE``).
+
+    A vehicle keeps ``prev`` without any scan while ``margin > d_prev`` and ``twin_safe``; otherwise the
+    bounds are recomputed and, if still ambiguous, all lanes are scanned.
 
     Returns:
         (lanes, new margins).
     """
-    d_prev = _lane_distance(tab, prev, x, y, h)
-    twin_bound = _single_lower_bound(tab, tab.twin[prev], x, y, h)
     lanes, margin = prev.copy(), margin.copy()
-    idx = np.nonzero(np.minimum(margin, twin_bound) <= d_prev + 1e-9)[0]
+    idx = np.nonzero((margin <= d_prev + 1e-9) | ~twin_safe)[0]
     if idx.size:
         lower = _lane_lower_bound(tab, x[idx], y[idx], h[idx])
         rows = np.arange(idx.size)
@@ -636,6 +639,8 @@ class FastIntersectionVectorEnv(VectorEnv):
             st[k][mask] = False
         st["present"][mask] = True
         st["lane_margin"][mask] = -np.inf
+        self._lane_ref = {"x": st["x"].copy(), "y": st["y"].copy(), "heading": st["heading"].copy()}
+        self._lanes_stale = False
         st["road_steps"][mask] = 0
         st["elapsed_steps"][mask] = 0
 
@@ -670,6 +675,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         st = self._state
         for frame in range(self._frames):
             self._frame(actions.astype(np.int64) if frame == 0 else None)
+        self._update_lanes()
         st["time"] += 1 / self.settings.policy_frequency_hz
         st["elapsed_steps"] += 1
         obs = self._observe()
@@ -697,19 +703,21 @@ class FastIntersectionVectorEnv(VectorEnv):
         return obs, rewards, terminated, truncated, infos
 
     # --- simulation ----------------------------------------------------------------------------------------
-    def _follow_road(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _follow_road(self, active: np.ndarray, s: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``ControlledVehicle.follow_road`` for the (scene, vehicle) pairs in ``active``.
 
+        Args:
+            s, r: every vehicle's local coordinates on its target lane.
+
         Returns:
-            The local coordinates ``(s, r)`` of every vehicle on its (possibly new) target lane.
+            The local coordinates on the (possibly new) target lanes.
         """
         st, tab = self._state, self._tab
-        tl = st["target_lane"]
-        s, r = _local_coordinates(tab, tl, st["x"], st["y"])
-        due = active & (s > tab.length[tl] - _VEHICLE_LENGTH_LANE / 2)
+        due = active & (s > tab.length[st["target_lane"]] - _VEHICLE_LENGTH_LANE / 2)
         if due.any():
             for i, v in zip(*np.nonzero(due)):
                 self._next_lane(int(i), int(v))
+            s, r = s.copy(), r.copy()
             tl = st["target_lane"][due]
             s[due], r[due] = _local_coordinates(tab, tl, st["x"][due], st["y"][due])
         return s, r
@@ -798,15 +806,54 @@ class FastIntersectionVectorEnv(VectorEnv):
             acc[idx] = np.minimum(acc[idx], acc_t)
         return np.clip(acc, -_IDM_ACC_MAX, _IDM_ACC_MAX)
 
+    def _update_lanes(self, s: np.ndarray | None = None, r: np.ndarray | None = None) -> None:
+        """``Vehicle.on_state_update``: every vehicle's closest lane at its current position and heading.
+
+        ``(s, r)``: the vehicles' local coordinates on their target lanes, if known (they are reused where the
+        target lane is the current lane).
+        """
+        st, tab = self._state, self._tab
+        if not self._lanes_stale:
+            return
+        lane, x, y, h = st["lane"], st["x"], st["y"], st["heading"]
+        if s is None:
+            s, r = _local_coordinates(tab, lane, x, y)
+        else:
+            other = lane != st["target_lane"]
+            if other.any():
+                s, r = s.copy(), r.copy()
+                s[other], r[other] = _local_coordinates(tab, lane[other], x[other], y[other])
+        angle = np.abs(_wrap_to_pi(h - _heading_at(tab, lane, s)))
+        length = tab.length[lane]
+        d_prev = np.abs(r) + np.maximum(s - length, 0) + np.maximum(0 - s, 0) + 1.0 * angle
+        twin_safe = (tab.twin[lane] < 0) | (np.abs(r) + angle < _TWIN_SAFE)
+        moved = (
+            np.abs(x - self._lane_ref["x"]) + np.abs(y - self._lane_ref["y"]) + np.abs(h - self._lane_ref["heading"])
+        )
+        new_lane, margin = _closest_lane(
+            tab, x.ravel(), y.ravel(), h.ravel(), lane.ravel(), (st["lane_margin"] - moved).ravel(),
+            d_prev.ravel(), twin_safe.ravel(),
+        )
+        n = self.num_envs
+        st["lane"] = new_lane.reshape(n, 2)
+        st["lane_margin"] = margin.reshape(n, 2)
+        self._lane_ref = {"x": x, "y": y, "heading": h}
+        self._lanes_stale = False
+
     def _frame(self, meta_actions: np.ndarray | None) -> None:
         """One ``simulation_frequency`` frame of ``AbstractEnv._simulate`` for every scene."""
         st, tab = self._state, self._tab
         n = self.num_envs
         crashed = st["crashed"]
+        any_crashed = bool(crashed.any())
         idm = self._idm
+        # Lane update of the previous frame's Vehicle.step, sharing the target-lane coordinates.
+        s_target, r_target = _local_coordinates(tab, st["target_lane"], st["x"], st["y"])
+        self._update_lanes(s_target, r_target)
         # Vehicles that run ControlledVehicle.act (a crashed IDMVehicle returns early).
         acting = np.ones((n, 2), dtype=bool)
-        acting[:, _OTHER] = ~(idm & crashed[:, _OTHER])
+        if any_crashed:
+            acting[:, _OTHER] = ~(idm & crashed[:, _OTHER])
         if meta_actions is not None:
             # action_type.act(action): MDPVehicle.act(meta-action) (its follow_road), then road.act() below.
             cur_index = self._speed_to_index(st["speed"][:, _EGO])
@@ -819,31 +866,34 @@ class FastIntersectionVectorEnv(VectorEnv):
             )
             ego_only = np.zeros((n, 2), dtype=bool)
             ego_only[:, _EGO] = True
-            self._follow_road(ego_only)
+            s_target, r_target = self._follow_road(ego_only, s_target, r_target)
         # road.act()
-        s_target, r_target = self._follow_road(acting)
+        s_target, r_target = self._follow_road(acting, s_target, r_target)
         steering = self._steering(s_target, r_target)
         acceleration = _KP_A * (st["target_speed"] - st["speed"])
         acceleration[:, _OTHER] = np.where(idm, self._idm_acceleration(), acceleration[:, _OTHER])
         # Vehicle.clip_actions (a crashed vehicle brakes to a stop, wheels straight).
-        steering = np.where(crashed, 0.0, steering)
-        acceleration = np.where(crashed, -1.0 * st["speed"], acceleration)
         speed = st["speed"]
-        acceleration = np.where(speed > _MAX_SPEED, np.minimum(acceleration, 1.0 * (_MAX_SPEED - speed)), acceleration)
-        acceleration = np.where(speed < _MIN_SPEED, np.maximum(acceleration, 1.0 * (_MIN_SPEED - speed)), acceleration)
+        if any_crashed:
+            steering = np.where(crashed, 0.0, steering)
+            acceleration = np.where(crashed, -1.0 * speed, acceleration)
+        if speed.max() > _MAX_SPEED or speed.min() < _MIN_SPEED:
+            acceleration = np.where(speed > _MAX_SPEED, np.minimum(acceleration, 1.0 * (_MAX_SPEED - speed)), acceleration)
+            acceleration = np.where(speed < _MIN_SPEED, np.maximum(acceleration, 1.0 * (_MIN_SPEED - speed)), acceleration)
         # road.step(dt): regulation, vehicle dynamics, collisions.
         st["road_steps"] += 1
-        regulate = (st["road_steps"] % self._regulation_every) == 0
-        if self._regulated and regulate.any():
-            self._enforce_road_rules(regulate)
+        if self._regulated:
+            regulate = (st["road_steps"] % self._regulation_every) == 0
+            if regulate.any():
+                self._enforce_road_rules(regulate)
         self._dynamics(steering, acceleration)
         self._collisions()
 
     def _dynamics(self, steering: np.ndarray, acceleration: np.ndarray) -> None:
-        """``Vehicle.step(dt)`` (kinematic bicycle) and the lane update, for every vehicle."""
-        st, tab, dt = self._state, self._tab, self._dt
+        """``Vehicle.step(dt)`` (kinematic bicycle) for every vehicle; the lane update is deferred to
+        :meth:`_update_lanes` (same state, so the same result)."""
+        st, dt = self._state, self._dt
         speed, heading = st["speed"], st["heading"]
-        x_old, y_old = st["x"], st["y"]
         beta = np.arctan(1 / 2 * np.tan(steering))
         st["x"] = st["x"] + speed * np.cos(heading + beta) * dt
         st["y"] = st["y"] + speed * np.sin(heading + beta) * dt
@@ -855,14 +905,7 @@ class FastIntersectionVectorEnv(VectorEnv):
             st["has_impact"] = np.zeros_like(hit)
         st["heading"] = heading + speed * np.sin(beta) / (_LENGTH / 2) * dt
         st["speed"] = speed + acceleration * dt
-        n = self.num_envs
-        moved = np.abs(st["x"] - x_old) + np.abs(st["y"] - y_old) + np.abs(st["heading"] - heading)
-        lane, margin = _closest_lane(
-            tab, st["x"].ravel(), st["y"].ravel(), st["heading"].ravel(), st["lane"].ravel(),
-            (st["lane_margin"] - moved).ravel(),
-        )
-        st["lane"] = lane.reshape(n, 2)
-        st["lane_margin"] = margin.reshape(n, 2)
+        self._lanes_stale = True
 
     def _road_order(self) -> tuple[int, int]:
         return (_EGO, _OTHER) if ROAD_ORDER_EGO_FIRST else (_OTHER, _EGO)
