@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 PY=${PY:-/work/venv/bin/python}
 
 # 1. CartPole family: all six algorithms, same settings for each.
-$PY -m intersection_meta.bench --suite cartpole_physics --seeds 6 --iterations 40 --jobs 2 \
+$PY -m intersection_meta.bench --suite cartpole_physics --seeds 5 --iterations 35 --jobs 2 \
     --out runs/bench/cartpole_physics --report-dir docs/results/cartpole_physics \
     --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0

@@ -6,10 +6,10 @@ return, MAML vs Directed-MAML, and the directed step added to FOMAML and Meta-SG
     python -m intersection_meta.bench --suite cartpole_physics --algos maml,directed_maml --seeds 5 \\
         --iterations 60 --set meta_batch_size=10
 
-Layout of ``--out`` (default ``runs/bench/SUITE``): ``runs/ALGO__sSEED/`` (one ``train()`` run directory each),
-``bench.yaml`` (the command and the resolved per-run config), and, in ``--report-dir`` (default ``--out``),
-``results.csv``, ``report.md`` and the PNG learning curves. Rerunning the same command skips completed runs and
-resumes partial ones.
+Layout of ``--out`` (default ``runs/bench/SUITE``): ``runs/ALGO__sSEED/`` (one ``train()`` run directory
+each), ``bench.yaml`` (the command and the resolved per-run config), and, in ``--report-dir`` (default
+``--out``), ``results.csv``, ``report.md`` and the PNG learning curves. Rerunning the same command skips
+completed runs and resumes partial ones.
 """
 
 from __future__ import annotations
@@ -31,31 +31,73 @@ from typing import Any
 
 import yaml
 
-from intersection_meta.config import ALGORITHMS, ConfigError, RunConfig, make_config
+from intersection_meta.config import ALGORITHMS, ConfigError, make_config
 
 #: Columns of ``results.csv`` (``success_rate_post`` only for intersection suites).
-RESULT_COLUMNS: tuple[str, ...] = ("algo", "seed", "iteration", "wall_time_s", "env_steps", "return_pre",
-                                   "return_post", "success_rate_post", "peak_rss_mb", "time_iteration_s")
+RESULT_COLUMNS: tuple[str, ...] = (
+    "algo",
+    "seed",
+    "iteration",
+    "wall_time_s",
+    "env_steps",
+    "return_pre",
+    "return_post",
+    "success_rate_post",
+    "peak_rss_mb",
+    "time_iteration_s",
+)
 #: Each directed variant and the base algorithm it is compared against.
-DIRECTED_PAIRS: tuple[tuple[str, str], ...] = (("directed_maml", "maml"), ("directed_fomaml", "fomaml"),
-                                               ("directed_meta_sgd", "meta_sgd"))
+DIRECTED_PAIRS: tuple[tuple[str, str], ...] = (
+    ("directed_maml", "maml"),
+    ("directed_fomaml", "fomaml"),
+    ("directed_meta_sgd", "meta_sgd"),
+)
 #: Two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 class BenchError(ValueError):
     """The benchmark cannot run as requested (bad arguments, a run directory from a different config)."""
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Statistics helpers (pure)
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def t_critical_95(df: int) -> float:
     """Two-sided 95% Student-t critical value for ``df`` degrees of freedom (1.96 as df -> infinity).
 
-    Exact table values for df <= 30; beyond, the standard ``z + (z^3 + z) / (4 df)`` expansion (error < 0.001).
+    Exact table values for df <= 30; beyond, the Cornish-Fisher expansion in ``1 / df`` (error < 0.001).
     """
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
@@ -86,7 +128,7 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
         raise ValueError(f"window must be >= 1, got {window}")
     out = []
     for i in range(len(values)):
-        out.append(float("nan") if i + 1 < window else sum(values[i + 1 - window:i + 1]) / window)
+        out.append(float("nan") if i + 1 < window else sum(values[i + 1 - window : i + 1]) / window)
     return out
 
 
@@ -162,9 +204,9 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Running
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSpec:
     """One (algorithm, seed) run of the benchmark, as sent to a worker process."""
@@ -213,27 +255,54 @@ def run_one(spec: RunSpec) -> RunOutcome:
         if last.exists():
             raw = load_raw(last)
             if raw["scenario"] != scenario.to_dict():
-                raise BenchError(f"{spec.out_dir} holds a run of a different scenario (other --set overrides?); "
-                                 "use another --out or delete it")
+                raise BenchError(
+                    f"{spec.out_dir} holds a run of a different scenario (other --set overrides?); "
+                    "use another --out or delete it"
+                )
             if _comparable(raw["config"]) != _comparable(config.to_dict()):
-                diff = sorted(k for k, v in _comparable(config.to_dict()).items() if raw["config"].get(k) != v)
-                raise BenchError(f"{spec.out_dir} holds a run with a different config (keys {', '.join(diff)}); "
-                                 "use another --out or delete it")
+                diff = sorted(
+                    k for k, v in _comparable(config.to_dict()).items() if raw["config"].get(k) != v
+                )
+                raise BenchError(
+                    f"{spec.out_dir} holds a run with a different config (keys {', '.join(diff)}); "
+                    "use another --out or delete it"
+                )
             if int(raw["iteration"]) >= config.iterations:
                 status = "skipped"
             else:
-                train(config, spec.out_dir, resume=True, progress=False, tensorboard=False)
+                # stop_after: a run stored with more iterations must still stop at this benchmark's count
+                todo = config.iterations - int(raw["iteration"])
+                train(config, spec.out_dir, resume=True, progress=False, tensorboard=False, stop_after=todo)
                 status = "resumed"
         else:
             train(config, spec.out_dir, progress=False, tensorboard=False, scenario=scenario)
             status = "done"
         rows = read_metrics(spec.out_dir / "metrics.csv")
-    except (BenchError, ConfigError, ScenarioError, TrainError, CheckpointError, OSError, RuntimeError) as exc:
-        return RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}",
-                          elapsed_s=time.perf_counter() - t0)
-    return RunOutcome(spec.algo, spec.seed, status, iterations=int(rows[-1]["iteration"]) if rows else 0,
-                      wall_time_s=rows[-1]["wall_time_s"] if rows else float("nan"),
-                      final_return_post=final_return(rows), elapsed_s=time.perf_counter() - t0)
+    except (
+        BenchError,
+        ConfigError,
+        ScenarioError,
+        TrainError,
+        CheckpointError,
+        OSError,
+        RuntimeError,
+    ) as exc:
+        return RunOutcome(
+            spec.algo,
+            spec.seed,
+            "failed",
+            error=f"{type(exc).__name__}: {exc}",
+            elapsed_s=time.perf_counter() - t0,
+        )
+    return RunOutcome(
+        spec.algo,
+        spec.seed,
+        status,
+        iterations=int(rows[-1]["iteration"]) if rows else 0,
+        wall_time_s=rows[-1]["wall_time_s"] if rows else float("nan"),
+        final_return_post=final_return(rows),
+        elapsed_s=time.perf_counter() - t0,
+    )
 
 
 def run_all(specs: Sequence[RunSpec], jobs: int, log: Any = None) -> list[RunOutcome]:
@@ -262,16 +331,22 @@ def run_all(specs: Sequence[RunSpec], jobs: int, log: Any = None) -> list[RunOut
             if outcome.status == "failed":
                 detail = outcome.error
             else:
-                detail = (f"{outcome.iterations} it, train time {outcome.wall_time_s:.0f} s, "
-                          f"final return_post {outcome.final_return_post:.1f}")
-            print(f"[{len(outcomes)}/{total}] {outcome.algo} seed {outcome.seed}: {outcome.status} "
-                  f"({detail}; {outcome.elapsed_s:.0f} s here)", file=log, flush=True)
+                detail = (
+                    f"{outcome.iterations} it, train time {outcome.wall_time_s:.0f} s, "
+                    f"final return_post {outcome.final_return_post:.1f}"
+                )
+            print(
+                f"[{len(outcomes)}/{total}] {outcome.algo} seed {outcome.seed}: {outcome.status} "
+                f"({detail}; {outcome.elapsed_s:.0f} s here)",
+                file=log,
+                flush=True,
+            )
     return outcomes
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Collecting and reporting
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 @dataclass
 class AlgoSummary:
     """Per-algorithm figures over seeds (each ``(mean, ci_half_width)``)."""
@@ -289,8 +364,13 @@ class AlgoSummary:
     iterations: list[int] = field(default_factory=list)
 
 
-def load_runs(out: Path, algos: Sequence[str], seeds: Sequence[int]) -> dict[tuple[str, int], list[dict[str, float]]]:
-    """Metrics rows of every run present under ``out/runs`` (partial runs included; missing ones omitted)."""
+def load_runs(
+    out: Path, algos: Sequence[str], seeds: Sequence[int], iterations: int | None = None
+) -> dict[tuple[str, int], list[dict[str, float]]]:
+    """Metrics rows of every run present under ``out/runs`` (partial runs included; missing ones omitted).
+
+    Rows after ``iterations`` (a run trained longer earlier) are dropped so every run is compared alike.
+    """
     from intersection_meta.trainer import read_metrics
 
     runs = {}
@@ -298,24 +378,29 @@ def load_runs(out: Path, algos: Sequence[str], seeds: Sequence[int]) -> dict[tup
         for seed in seeds:
             path = out / "runs" / run_dir_name(algo, seed) / "metrics.csv"
             if path.exists():
-                rows = read_metrics(path)
+                rows = [r for r in read_metrics(path) if iterations is None or r["iteration"] <= iterations]
                 if rows:
                     runs[(algo, seed)] = rows
     return runs
 
 
-def summarize(algo: str, runs: Sequence[list[dict[str, float]]], target: float | None,
-              window: int = 3) -> AlgoSummary:
+def summarize(
+    algo: str, runs: Sequence[list[dict[str, float]]], target: float | None, window: int = 3
+) -> AlgoSummary:
     hits = [time_to_target(rows, target, window) for rows in runs] if target is not None else []
     got = [h for h in hits if h is not None]
     return AlgoSummary(
-        algo=algo, seeds=len(runs), reached=len(got),
+        algo=algo,
+        seeds=len(runs),
+        reached=len(got),
         iters_to_target=mean_ci([h.iteration for h in got]),
         time_to_target_s=mean_ci([h.wall_time_s for h in got]),
         steps_to_target=mean_ci([h.env_steps for h in got]),
         final_return=mean_ci([final_return(rows) for rows in runs]),
         time_per_iteration_s=mean_ci([sum(r["time_iteration_s"] for r in rows) / len(rows) for rows in runs]),
-        ms_per_1k_steps=mean_ci([1e6 * rows[-1]["wall_time_s"] / max(rows[-1]["env_steps"], 1) for rows in runs]),
+        ms_per_1k_steps=mean_ci(
+            [1e6 * rows[-1]["wall_time_s"] / max(rows[-1]["env_steps"], 1) for rows in runs]
+        ),
         peak_rss_mb=mean_ci([max(r["peak_rss_mb"] for r in rows) for rows in runs]),
         iterations=[int(rows[-1]["iteration"]) for rows in runs],
     )
@@ -332,7 +417,9 @@ def _fmt_num(x: float, digits: int = 2) -> str:
     return "-" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def write_results_csv(path: Path, runs: dict[tuple[str, int], list[dict[str, float]]], with_success: bool) -> None:
+def write_results_csv(
+    path: Path, runs: dict[tuple[str, int], list[dict[str, float]]], with_success: bool
+) -> None:
     columns = [c for c in RESULT_COLUMNS if with_success or c != "success_rate_post"]
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -342,7 +429,9 @@ def write_results_csv(path: Path, runs: dict[tuple[str, int], list[dict[str, flo
                 out: list[Any] = [algo, seed]
                 for c in columns[2:]:
                     v = r[c]
-                    out.append(int(v) if c in ("iteration", "env_steps") else ("" if math.isnan(v) else f"{v:.5g}"))
+                    out.append(
+                        int(v) if c in ("iteration", "env_steps") else ("" if math.isnan(v) else f"{v:.5g}")
+                    )
                 writer.writerow(out)
 
 
@@ -354,8 +443,14 @@ def _style(algo: str) -> dict[str, Any]:
     return {"color": _COLORS.get(base, None), "linestyle": "-" if algo.startswith("directed_") else "--"}
 
 
-def plot_curves(report_dir: Path, runs: dict[tuple[str, int], list[dict[str, float]]], algos: Sequence[str],
-                target: float | None, title: str, smooth: int = 3) -> list[Path]:
+def plot_curves(
+    report_dir: Path,
+    runs: dict[tuple[str, int], list[dict[str, float]]],
+    algos: Sequence[str],
+    target: float | None,
+    title: str,
+    smooth: int = 3,
+) -> list[Path]:
     """Write ``return_vs_iteration.png`` and ``return_vs_wall_time.png`` (mean ± 95% CI band over seeds)."""
     import matplotlib
 
@@ -376,8 +471,10 @@ def plot_curves(report_dir: Path, runs: dict[tuple[str, int], list[dict[str, flo
             else:
                 end = max(rows[-1]["wall_time_s"] for rows in seed_rows)
                 xs = [end * i / 200 for i in range(201)]
-                curves = [interpolate([r["wall_time_s"] for r in rows], [r["return_post"] for r in rows], xs)
-                          for rows in seed_rows]
+                curves = [
+                    interpolate([r["wall_time_s"] for r in rows], [r["return_post"] for r in rows], xs)
+                    for rows in seed_rows
+                ]
                 means, halves, counts = [], [], []
                 for i in range(len(xs)):
                     m, h = mean_ci([c[i] for c in curves])
@@ -389,8 +486,14 @@ def plot_curves(report_dir: Path, runs: dict[tuple[str, int], list[dict[str, flo
             m = [means[i] for i in keep]
             h = [0.0 if math.isnan(halves[i]) else halves[i] for i in keep]
             ax.plot(x, m, label=f"{algo} (n={len(seed_rows)})", linewidth=1.6, **_style(algo))
-            ax.fill_between(x, [a - b for a, b in zip(m, h, strict=True)], [a + b for a, b in zip(m, h, strict=True)],
-                            color=_style(algo)["color"], alpha=0.15, linewidth=0)
+            ax.fill_between(
+                x,
+                [a - b for a, b in zip(m, h, strict=True)],
+                [a + b for a, b in zip(m, h, strict=True)],
+                color=_style(algo)["color"],
+                alpha=0.15,
+                linewidth=0,
+            )
         if target is not None:
             ax.axhline(target, color="black", linewidth=0.8, linestyle=":", label=f"target {target:g}")
         ax.set_xlabel("meta-iteration" if axis == "iteration" else "training wall time per run [s]")
@@ -407,108 +510,190 @@ def plot_curves(report_dir: Path, runs: dict[tuple[str, int], list[dict[str, flo
 
 
 def _machine_info() -> str:
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cores = os.cpu_count()
+    return f"{platform.system()} {platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
-def render_report(*, suite: str, command: str, commit: str, target: float | None, window: int,
-                  summaries: list[AlgoSummary], settings: dict[str, Any], scenario_sets: Sequence[str],
-                  plots: Sequence[Path], report_dir: Path, missing: Sequence[str]) -> str:
+def render_report(
+    *,
+    suite: str,
+    command: str,
+    commit: str,
+    target: float | None,
+    window: int,
+    summaries: list[AlgoSummary],
+    settings: dict[str, Any],
+    scenario_sets: Sequence[str],
+    plots: Sequence[Path],
+    report_dir: Path,
+    missing: Sequence[str],
+) -> str:
     """The Markdown report text."""
-    lines = [f"# Benchmark: {suite}", "",
-             f"- command: `{command}`",
-             f"- git commit: `{commit}`",
-             f"- machine: {_machine_info()}",
-             f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-             f"- target post-adaptation return: {'none' if target is None else f'{target:g}'} "
-             f"(reached = first iteration whose {window}-iteration trailing mean of `return_post` >= target)",
-             ""]
+    lines = [
+        f"# Benchmark: {suite}",
+        "",
+        f"- command: `{command}`",
+        f"- git commit: `{commit}`",
+        f"- machine: {_machine_info()}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"- target post-adaptation return: {'none' if target is None else f'{target:g}'} "
+        f"(reached = first iteration whose {window}-iteration trailing mean of `return_post` >= target)",
+        "",
+    ]
     if missing:
         lines += [f"**Incomplete:** runs missing or unfinished: {', '.join(missing)}.", ""]
     lines += ["## Learning curves", ""]
     for p in plots:
         lines += [f"![{p.stem}]({p.relative_to(report_dir).as_posix()})", ""]
-    lines += ["Solid lines: directed variants; dashed: their base algorithms. Bands: 95% t confidence interval of "
-              "the mean over seeds; the wall-time plot interpolates each seed's curve onto a common time grid.", ""]
-    lines += ["## Summary", "",
-              "Mean ± 95% CI half-width over seeds. Iterations/time/env steps to target are over the seeds that "
-              "reached it. Final return: mean `return_post` of the last 3 iterations. Time per iteration includes "
-              "sampling, so it grows with episode length (better CartPole policies run longer episodes); "
-              "ms per 1k env steps normalises that.", "",
-              "| algorithm | seeds | reached | iterations to target | time to target [s] | env steps to target "
-              "| final return | time / iteration [s] | ms / 1k env steps | peak RSS [MB] |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "Solid lines: directed variants; dashed: their base algorithms. Bands: 95% t confidence interval of "
+        "the mean over seeds; the wall-time plot interpolates each seed's curve onto a common time grid.",
+        "",
+    ]
+    lines += [
+        "## Summary",
+        "",
+        "Mean ± 95% CI half-width over seeds. Iterations/time/env steps to target are over the seeds that "
+        "reached it. Final return: mean `return_post` of the last 3 iterations. Time per iteration includes "
+        "sampling, so it grows with episode length (better CartPole policies run longer episodes); "
+        "ms per 1k env steps normalises that.",
+        "",
+        "| algorithm | seeds | reached | iterations to target | time to target [s] | env steps to target "
+        "| final return | time / iteration [s] | ms / 1k env steps | peak RSS [MB] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
-        lines.append(f"| {s.algo} | {s.seeds} | {s.reached}/{s.seeds} | {_fmt(s.iters_to_target)} | "
-                     f"{_fmt(s.time_to_target_s)} | {_fmt(s.steps_to_target, 0)} | {_fmt(s.final_return)} | "
-                     f"{_fmt(s.time_per_iteration_s, 2)} | {_fmt(s.ms_per_1k_steps, 2)} | {_fmt(s.peak_rss_mb, 0)} |")
+        lines.append(
+            f"| {s.algo} | {s.seeds} | {s.reached}/{s.seeds} | {_fmt(s.iters_to_target)} | "
+            f"{_fmt(s.time_to_target_s)} | {_fmt(s.steps_to_target, 0)} | {_fmt(s.final_return)} | "
+            f"{_fmt(s.time_per_iteration_s, 2)} | {_fmt(s.ms_per_1k_steps, 2)} | {_fmt(s.peak_rss_mb, 0)} |"
+        )
     by_algo = {s.algo: s for s in summaries}
     pairs = [(d, b) for d, b in DIRECTED_PAIRS if d in by_algo and b in by_algo]
     if pairs:
-        lines += ["", "## Directed variant / base algorithm", "",
-                  "Ratios of the means above (< 1: the directed variant needs less). `*`: not every seed of both "
-                  "reached the target, so the ratio is over the seeds that did.", "",
-                  "| pair | iterations to target | time to target | env steps to target | time / iteration "
-                  "| final return |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Directed variant / base algorithm",
+            "",
+            "Ratios of the means above (< 1: the directed variant needs less). `*`: not every seed of both "
+            "reached the target, so the ratio is over the seeds that did.",
+            "",
+            "| pair | iterations to target | time to target | env steps to target | time / iteration "
+            "| final return |",
+            "|---|---|---|---|---|---|",
+        ]
         for d, b in pairs:
             sd, sb = by_algo[d], by_algo[b]
             star = "" if (sd.reached == sd.seeds and sb.reached == sb.seeds) else "*"
-            cells = [ratio(sd.iters_to_target[0], sb.iters_to_target[0]),
-                     ratio(sd.time_to_target_s[0], sb.time_to_target_s[0]),
-                     ratio(sd.steps_to_target[0], sb.steps_to_target[0])]
-            lines.append(f"| {d} / {b} | " + " | ".join(_fmt_num(c) + (star if not math.isnan(c) else "")
-                                                        for c in cells)
-                         + f" | {_fmt_num(ratio(sd.time_per_iteration_s[0], sb.time_per_iteration_s[0]))} | "
-                         f"{_fmt_num(ratio(sd.final_return[0], sb.final_return[0]))} |")
-    lines += ["", "## Settings", "",
-              "Identical for every algorithm (per-run `config.yaml` in each run directory holds the resolved "
-              "run config and scenario).", "", "```yaml",
-              yaml.safe_dump(settings, sort_keys=False).rstrip()]
+            cells = [
+                ratio(sd.iters_to_target[0], sb.iters_to_target[0]),
+                ratio(sd.time_to_target_s[0], sb.time_to_target_s[0]),
+                ratio(sd.steps_to_target[0], sb.steps_to_target[0]),
+            ]
+            lines.append(
+                f"| {d} / {b} | "
+                + " | ".join(_fmt_num(c) + (star if not math.isnan(c) else "") for c in cells)
+                + f" | {_fmt_num(ratio(sd.time_per_iteration_s[0], sb.time_per_iteration_s[0]))} | "
+                f"{_fmt_num(ratio(sd.final_return[0], sb.final_return[0]))} |"
+            )
+    lines += [
+        "",
+        "## Settings",
+        "",
+        "Identical for every algorithm (per-run `config.yaml` in each run directory holds the resolved "
+        "run config and scenario).",
+        "",
+        "```yaml",
+        yaml.safe_dump(settings, sort_keys=False).rstrip(),
+    ]
     if scenario_sets:
         lines += [yaml.safe_dump({"scenario_overrides": list(scenario_sets)}, sort_keys=False).rstrip()]
     lines += ["```", ""]
     return "\n".join(lines)
 
 
-def make_report(out: Path, report_dir: Path, *, suite: str, algos: Sequence[str], seeds: Sequence[int],
-                iterations: int, target: float | None, with_success: bool, command: str,
-                settings: dict[str, Any], scenario_sets: Sequence[str], window: int = 3) -> Path:
-    """Collect the runs under ``out`` and write ``results.csv``, the plots and ``report.md`` into ``report_dir``."""
+def make_report(
+    out: Path,
+    report_dir: Path,
+    *,
+    suite: str,
+    algos: Sequence[str],
+    seeds: Sequence[int],
+    iterations: int,
+    target: float | None,
+    with_success: bool,
+    command: str,
+    settings: dict[str, Any],
+    scenario_sets: Sequence[str],
+    window: int = 3,
+) -> Path:
+    """Collect runs under ``out``; write ``results.csv``, plots and ``report.md`` into ``report_dir``."""
     from intersection_meta.checkpoint import git_sha
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(out, algos, seeds)
+    runs = load_runs(out, algos, seeds, iterations)
     write_results_csv(report_dir / "results.csv", runs, with_success)
     plots = plot_curves(report_dir, runs, algos, target, suite, window)
-    summaries = [summarize(a, [runs[(a, s)] for s in seeds if (a, s) in runs], target, window)
-                 for a in algos if any((a, s) in runs for s in seeds)]
-    missing = [run_dir_name(a, s) for a in algos for s in seeds
-               if (a, s) not in runs or int(runs[(a, s)][-1]["iteration"]) < iterations]
-    text = render_report(suite=suite, command=command, commit=git_sha(), target=target, window=window,
-                         summaries=summaries, settings=settings, scenario_sets=scenario_sets, plots=plots,
-                         report_dir=report_dir, missing=missing)
+    summaries = [
+        summarize(a, [runs[(a, s)] for s in seeds if (a, s) in runs], target, window)
+        for a in algos
+        if any((a, s) in runs for s in seeds)
+    ]
+    missing = [
+        run_dir_name(a, s)
+        for a in algos
+        for s in seeds
+        if (a, s) not in runs or int(runs[(a, s)][-1]["iteration"]) < iterations
+    ]
+    text = render_report(
+        suite=suite,
+        command=command,
+        commit=git_sha(),
+        target=target,
+        window=window,
+        summaries=summaries,
+        settings=settings,
+        scenario_sets=scenario_sets,
+        plots=plots,
+        report_dir=report_dir,
+        missing=missing,
+    )
     path = report_dir / "report.md"
     path.write_text(text + "\n")
     return path
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # CLI
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m intersection_meta.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--suite", required=True, help="scenario name (cartpole_physics, lunarlander_gravity_wind, "
-                                                  "yield_left, ...) or path to a scenario file")
-    p.add_argument("--algos", default=",".join(ALGORITHMS), help="comma-separated algorithms (default: all six)")
+    p.add_argument(
+        "--suite",
+        required=True,
+        help="scenario name (cartpole_physics, lunarlander_gravity_wind, "
+        "yield_left, ...) or path to a scenario file",
+    )
+    p.add_argument(
+        "--algos", default=",".join(ALGORITHMS), help="comma-separated algorithms (default: all six)"
+    )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, run as seeds 0..N-1 (default 5)")
     p.add_argument("--iterations", type=int, required=True, help="meta-iterations per run")
     p.add_argument("--out", help="benchmark directory (default runs/bench/SUITE)")
     p.add_argument("--report-dir", help="where results.csv, report.md and plots go (default: --out)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="run-config or dotted scenario override for every run (repeatable)")
-    p.add_argument("--target-return", type=float, help="post-adaptation return that counts as solved "
-                                                       "(default: the scenario's target_return)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run-config or dotted scenario override for every run (repeatable)",
+    )
+    p.add_argument(
+        "--target-return",
+        type=float,
+        help="post-adaptation return that counts as solved (default: the scenario's target_return)",
+    )
     p.add_argument("--report-only", action="store_true", help="do not train; report on the runs present")
     return p
 
@@ -517,7 +702,9 @@ def _parse_algos(text: str) -> list[str]:
     algos = [a.strip() for a in text.split(",") if a.strip()]
     bad = [a for a in algos if a not in ALGORITHMS]
     if bad or not algos:
-        raise BenchError(f"--algos: unknown {', '.join(bad) or '(empty)'}; expected some of {', '.join(ALGORITHMS)}")
+        raise BenchError(
+            f"--algos: unknown {', '.join(bad) or '(empty)'}; expected some of {', '.join(ALGORITHMS)}"
+        )
     if len(set(algos)) != len(algos):
         raise BenchError(f"--algos: duplicate entries in {text!r}")
     return algos
@@ -536,9 +723,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_sets, scenario_sets = split_overrides(args.set)
         for key in ("algo", "seed", "iterations", "scenario"):
             if key in run_sets:
-                raise BenchError(f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead")
+                raise BenchError(
+                    f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead"
+                )
         scenario = load_scenario(args.suite, scenario_sets)
-        base = make_config({**run_sets, "scenario": args.suite, "iterations": args.iterations}, source="--set")
+        base = make_config(
+            {**run_sets, "scenario": args.suite, "iterations": args.iterations}, source="--set"
+        )
     except (BenchError, ConfigError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -549,16 +740,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m intersection_meta.bench " + shlex.join(argv)
     settings = {k: v for k, v in base.to_dict().items() if k not in ("algo", "seed")}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.yaml").write_text(yaml.safe_dump(
-        {"command": command, "suite": scenario.name, "algos": algos, "seeds": seeds, "target_return": target,
-         "run_config": settings, "scenario_overrides": scenario_sets, "scenario": scenario.to_dict()},
-        sort_keys=False))
+    (out / "bench.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "command": command,
+                "suite": scenario.name,
+                "algos": algos,
+                "seeds": seeds,
+                "target_return": target,
+                "run_config": settings,
+                "scenario_overrides": scenario_sets,
+                "scenario": scenario.to_dict(),
+            },
+            sort_keys=False,
+        )
+    )
 
     if not args.report_only:
-        specs = [RunSpec(a, s, out / "runs" / run_dir_name(a, s), make_config({"algo": a, "seed": s}, base=base)
-                         .to_dict(), tuple(scenario_sets)) for s in seeds for a in algos]
-        print(f"bench: {len(specs)} runs ({len(algos)} algorithms x {len(seeds)} seeds, {args.iterations} "
-              f"iterations) of {scenario.name} with {args.jobs} jobs into {out}", file=sys.stderr, flush=True)
+        specs = [
+            RunSpec(
+                a,
+                s,
+                out / "runs" / run_dir_name(a, s),
+                make_config({"algo": a, "seed": s}, base=base).to_dict(),
+                tuple(scenario_sets),
+            )
+            for s in seeds
+            for a in algos
+        ]
+        print(
+            f"bench: {len(specs)} runs ({len(algos)} algorithms x {len(seeds)} seeds, {args.iterations} "
+            f"iterations) of {scenario.name} with {args.jobs} jobs into {out}",
+            file=sys.stderr,
+            flush=True,
+        )
         t0 = time.perf_counter()
         try:
             outcomes = run_all(specs, args.jobs)
@@ -566,13 +781,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
             return 130
         failed = [o for o in outcomes if o.status == "failed"]
-        print(f"bench: {len(outcomes) - len(failed)}/{len(outcomes)} runs complete in "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        print(
+            f"bench: {len(outcomes) - len(failed)}/{len(outcomes)} runs complete in "
+            f"{time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+        )
     else:
         failed = []
-    path = make_report(out, report_dir, suite=scenario.name, algos=algos, seeds=seeds, iterations=args.iterations,
-                       target=target, with_success=scenario.kind == "intersection", command=command,
-                       settings=settings, scenario_sets=scenario_sets)
+    path = make_report(
+        out,
+        report_dir,
+        suite=scenario.name,
+        algos=algos,
+        seeds=seeds,
+        iterations=args.iterations,
+        target=target,
+        with_success=scenario.kind == "intersection",
+        command=command,
+        settings=settings,
+        scenario_sets=scenario_sets,
+    )
     print(f"report: {path}", file=sys.stderr)
     return 1 if failed else 0
 

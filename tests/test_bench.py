@@ -24,11 +24,13 @@ from intersection_meta.bench import (
 
 
 def _rows(returns: list[float], dt: float = 2.0, steps: int = 100) -> list[dict[str, float]]:
-    return [{"iteration": i + 1, "wall_time_s": dt * (i + 1), "env_steps": steps * (i + 1), "return_post": r}
-            for i, r in enumerate(returns)]
+    return [
+        {"iteration": i + 1, "wall_time_s": dt * (i + 1), "env_steps": steps * (i + 1), "return_post": r}
+        for i, r in enumerate(returns)
+    ]
 
 
-# -- statistics helpers ------------------------------------------------------------------------------------------
+# -- statistics helpers --
 def test_t_critical_matches_table_and_tends_to_normal():
     assert t_critical_95(1) == pytest.approx(12.706)
     assert t_critical_95(4) == pytest.approx(2.776)
@@ -75,7 +77,9 @@ def test_final_return_band_interpolate_ratio():
     assert means == [2.0, 3.0] and counts == [2, 1]
     assert halves[0] == pytest.approx(12.706 * math.sqrt(2.0) / math.sqrt(2.0))  # sd sqrt(2), n 2
     assert math.isnan(halves[1])
-    assert interpolate([0.0, 2.0, 4.0], [0.0, 10.0, 30.0], [1.0, 2.0, 3.0]) == pytest.approx([5.0, 10.0, 20.0])
+    assert interpolate([0.0, 2.0, 4.0], [0.0, 10.0, 30.0], [1.0, 2.0, 3.0]) == pytest.approx(
+        [5.0, 10.0, 20.0]
+    )
     assert math.isnan(interpolate([1.0, 2.0], [0.0, 1.0], [5.0])[0])
     assert ratio(3.0, 4.0) == 0.75 and math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(float("nan"), 1.0))
 
@@ -85,10 +89,31 @@ def test_unknown_algorithm_is_a_clear_error(capsys):
     assert "mamlx" in capsys.readouterr().err
 
 
-# -- end to end ----------------------------------------------------------------------------------------------------
-_TINY = ["--suite", "cartpole_physics", "--algos", "maml,directed_maml", "--seeds", "2", "--iterations", "2",
-         "--jobs", "2", "--set", "episode.max_steps=20", "--set", "meta_batch_size=2", "--set", "episodes_per_task=2",
-         "--set", "directed_episodes=2", "--set", "eval_tasks=0", "--set", "hidden_sizes=[8]"]
+# -- end to end --
+_TINY = [
+    "--suite",
+    "cartpole_physics",
+    "--algos",
+    "maml,directed_maml",
+    "--seeds",
+    "2",
+    "--iterations",
+    "2",
+    "--jobs",
+    "2",
+    "--set",
+    "episode.max_steps=20",
+    "--set",
+    "meta_batch_size=2",
+    "--set",
+    "episodes_per_task=2",
+    "--set",
+    "directed_episodes=2",
+    "--set",
+    "eval_tasks=0",
+    "--set",
+    "hidden_sizes=[8]",
+]
 
 
 def test_tiny_end_to_end_and_rerun_skips(tmp_path: Path, capsys):
@@ -100,13 +125,23 @@ def test_tiny_end_to_end_and_rerun_skips(tmp_path: Path, capsys):
     with (out / "results.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 2 * 2
-    assert {(r["algo"], r["seed"]) for r in rows} == {(a, s) for a in ("maml", "directed_maml") for s in ("0", "1")}
+    assert {(r["algo"], r["seed"]) for r in rows} == {
+        (a, s) for a in ("maml", "directed_maml") for s in ("0", "1")
+    }
     assert "success_rate_post" not in rows[0]  # CartPole has no success flag
     assert all(float(r["return_post"]) > 0 and float(r["time_iteration_s"]) > 0 for r in rows)
 
     report = (out / "report.md").read_text()
-    for section in ("## Learning curves", "## Summary", "## Directed variant / base algorithm", "## Settings",
-                    "python -m intersection_meta.bench", "git commit", "cores", "directed_maml / maml"):
+    for section in (
+        "## Learning curves",
+        "## Summary",
+        "## Directed variant / base algorithm",
+        "## Settings",
+        "python -m intersection_meta.bench",
+        "git commit",
+        "cores",
+        "directed_maml / maml",
+    ):
         assert section in report
     for name in ("return_vs_iteration.png", "return_vs_wall_time.png"):
         png = out / name
