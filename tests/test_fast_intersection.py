@@ -121,6 +121,29 @@ def test_lane_geometry_and_closest_lane_match_highway_env():
     assert closest.tolist() == expected
 
 
+def test_twin_lane_never_closer_when_safe():
+    """The closed-form shortcut: on an approach/exit lane with |r| + |heading error| < _TWIN_SAFE, the
+    opposite lane of the same arm is farther (checked with highway-env's own distances)."""
+    from intersection_meta.envs.fast_intersection import _TWIN_SAFE
+
+    tab = lane_table()
+    net = _reference_network()
+    rng = np.random.default_rng(1)
+    checked = 0
+    for k in np.nonzero(tab.twin >= 0)[0]:
+        lane, twin = net.get_lane(tab.names[k]), net.get_lane(tab.names[tab.twin[k]])
+        for _ in range(300):
+            s = rng.uniform(-250, 350)
+            r = rng.uniform(-_TWIN_SAFE, _TWIN_SAFE)
+            err = rng.uniform(-1, 1) * (_TWIN_SAFE - abs(r))
+            pos = lane.position(s, r)
+            h = lane.heading_at(s) + err
+            assert abs(r) + abs(err) < _TWIN_SAFE
+            assert twin.distance_with_heading(pos, h) > lane.distance_with_heading(pos, h)
+            checked += 1
+    assert checked == 8 * 300
+
+
 def test_wrap_to_pi_is_bitwise_highway_env():
     x = np.concatenate([np.linspace(-20, 20, 10001), [-np.pi, np.pi, -3 * np.pi, 3 * np.pi, 0.0, -0.0]])
     ref = ((x + np.pi) % (2 * np.pi)) - np.pi

@@ -125,6 +125,8 @@ class LaneTable:
     center_y: np.ndarray
     twin: np.ndarray  # for approach/exit lanes: the opposite lane of the same arm, else -1
     straight_packed: np.ndarray  # (L, 7): start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
+    from_id: np.ndarray  # node ids (index in sorted node names)
+    to_id: np.ndarray
 
     def index(self, name: tuple[str, str, int]) -> int:
         return self.names.index(name)
@@ -175,6 +177,7 @@ def lane_table() -> LaneTable:
         pts = np.array([lane.position(s, 0.0) for s in np.linspace(0.0, lane.length, 2001)])
         pad = 1e-3
         bbox[i] = (pts[:, 0].min() - pad, pts[:, 0].max() + pad, pts[:, 1].min() - pad, pts[:, 1].max() + pad)
+    nodes = sorted({f for f, _, _ in names} | {t for _, t, _ in names})
     successors = -np.ones((n, 3), dtype=np.int64)
     for i, (_from, _to, _id) in enumerate(names):
         nxt = [names.index((_to, t, 0)) for t in net.graph.get(_to, {})]
@@ -211,6 +214,8 @@ def lane_table() -> LaneTable:
         center_y=center[:, 1].copy(),
         twin=_twin_lanes(circular, heading, bbox, np.array([lane.length for lane in lanes])),
         straight_packed=np.column_stack([start, direction, direction_lat, circular.astype(np.float64)]),
+        from_id=np.array([nodes.index(f) for f, _, _ in names]),
+        to_id=np.array([nodes.index(t) for _, t, _ in names]),
     )
 
 
@@ -715,12 +720,30 @@ class FastIntersectionVectorEnv(VectorEnv):
         st, tab = self._state, self._tab
         due = active & (s > tab.length[st["target_lane"]] - _VEHICLE_LENGTH_LANE / 2)
         if due.any():
-            for i, v in zip(*np.nonzero(due)):
-                self._next_lane(int(i), int(v))
+            self._next_lanes(*np.nonzero(due))
             s, r = s.copy(), r.copy()
             tl = st["target_lane"][due]
             s[due], r[due] = _local_coordinates(tab, tl, st["x"][due], st["y"][due])
         return s, r
+
+    def _next_lanes(self, i: np.ndarray, v: np.ndarray) -> None:
+        """``RoadNetwork.next_lane`` for the vehicles ``(i, v)``: the common case (the next road of the
+        route starts where the current lane ends) vectorised, anything else through :meth:`_next_lane`."""
+        st, tab = self._state, self._tab
+        cur = st["target_lane"][i, v]
+        ptr = st["route_ptr"][i, v]
+        rlen = self._route_len[i, v]
+        routes = self._routes[i, v]
+        width = routes.shape[1]
+        rows = np.arange(i.size)
+        head = routes[rows, np.minimum(ptr, width - 1)]
+        ptr2 = ptr + ((ptr < rlen) & (head == cur))
+        head2 = routes[rows, np.minimum(ptr2, width - 1)]
+        ok = (ptr2 < rlen) & (tab.from_id[np.maximum(head2, 0)] == tab.to_id[cur])
+        st["route_ptr"][i[ok], v[ok]] = ptr2[ok]
+        st["target_lane"][i[ok], v[ok]] = head2[ok]
+        for a, b in zip(i[~ok], v[~ok]):
+            self._next_lane(int(a), int(b))
 
     def _next_lane(self, i: int, v: int) -> None:
         """``RoadNetwork.next_lane`` with the vehicle's route (scalar: lane switches are rare events)."""
