@@ -124,7 +124,7 @@ class LaneTable:
     center_x: np.ndarray
     center_y: np.ndarray
     twin: np.ndarray  # for approach/exit lanes: the opposite lane of the same arm, else -1
-    straight_packed: np.ndarray  # (L, 7): start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
+    packed_rows: np.ndarray  # (7, L): start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
     from_id: np.ndarray  # node ids (index in sorted node names)
     to_id: np.ndarray
 
@@ -213,7 +213,7 @@ def lane_table() -> LaneTable:
         center_x=center[:, 0].copy(),
         center_y=center[:, 1].copy(),
         twin=_twin_lanes(circular, heading, bbox, np.array([lane.length for lane in lanes])),
-        straight_packed=np.column_stack([start, direction, direction_lat, circular.astype(np.float64)]),
+        packed_rows=np.ascontiguousarray(np.column_stack([start, direction, direction_lat, circular]).T.astype(np.float64)),
         from_id=np.array([nodes.index(f) for f, _, _ in names]),
         to_id=np.array([nodes.index(t) for _, t, _ in names]),
     )
@@ -309,34 +309,34 @@ def _not_zero(x: np.ndarray, eps: float = 1e-2) -> np.ndarray:
 
 def _local_coordinates(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``lane.local_coordinates(position)`` for each element (straight or circular)."""
-    g = tab.straight_packed[lane]  # start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
-    dx = x - g[..., 0]
-    dy = y - g[..., 1]
-    s = dx * g[..., 2] + dy * g[..., 3]
-    r = dx * g[..., 4] + dy * g[..., 5]
-    circ = g[..., 6] > 0
-    if circ.any():
-        ln = lane[circ]
-        cdx = x[circ] - tab.center_x[ln]
-        cdy = y[circ] - tab.center_y[ln]
+    g = np.take(tab.packed_rows, lane, axis=1)  # start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
+    dx = x - g[0]
+    dy = y - g[1]
+    s = dx * g[2] + dy * g[3]
+    r = dx * g[4] + dy * g[5]
+    ci = np.flatnonzero(g[6])
+    if ci.size:
+        ln = lane.reshape(-1)[ci]
+        cdx = x.reshape(-1)[ci] - tab.center_x[ln]
+        cdy = y.reshape(-1)[ci] - tab.center_y[ln]
         sp = tab.start_phase[ln]
         phi = sp + _wrap_to_pi(np.arctan2(cdy, cdx) - sp)
         rho = _norm2(cdx, cdy)
         turn = tab.turn[ln]
         radius = tab.radius[ln]
-        s[circ] = turn * (phi - sp) * radius
-        r[circ] = turn * (radius - rho)
+        s.reshape(-1)[ci] = turn * (phi - sp) * radius
+        r.reshape(-1)[ci] = turn * (radius - rho)
     return s, r
 
 
 def _heading_at(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> np.ndarray:
     out = tab.heading[lane]
-    circ = tab.circular[lane]
-    if circ.any():
-        ln = lane[circ]
+    ci = np.flatnonzero(tab.circular[lane])
+    if ci.size:
+        ln = lane.reshape(-1)[ci]
         turn = tab.turn[ln]
-        phi = turn * s[circ] / tab.radius[ln] + tab.start_phase[ln]
-        out[circ] = phi + np.pi / 2 * turn
+        phi = turn * s.reshape(-1)[ci] / tab.radius[ln] + tab.start_phase[ln]
+        out.reshape(-1)[ci] = phi + np.pi / 2 * turn
     return out
 
 
