@@ -527,6 +527,7 @@ def render_report(
     plots: Sequence[Path],
     report_dir: Path,
     missing: Sequence[str],
+    jobs: int = 1,
 ) -> str:
     """The Markdown report text."""
     lines = [
@@ -534,7 +535,8 @@ def render_report(
         "",
         f"- command: `{command}`",
         f"- git commit: `{commit}`",
-        f"- machine: {_machine_info()}",
+        f"- machine: {_machine_info()}; {jobs} runs in parallel (wall times include that load and anything "
+        "else running on the machine)",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"- target post-adaptation return: {'none' if target is None else f'{target:g}'} "
         f"(reached = first iteration whose {window}-iteration trailing mean of `return_post` >= target)",
@@ -626,6 +628,7 @@ def make_report(
     settings: dict[str, Any],
     scenario_sets: Sequence[str],
     window: int = 3,
+    jobs: int = 1,
 ) -> Path:
     """Collect runs under ``out``; write ``results.csv``, plots and ``report.md`` into ``report_dir``."""
     from intersection_meta.checkpoint import git_sha
@@ -657,6 +660,7 @@ def make_report(
         plots=plots,
         report_dir=report_dir,
         missing=missing,
+        jobs=jobs,
     )
     path = report_dir / "report.md"
     path.write_text(text + "\n")
@@ -739,22 +743,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = list(range(args.seeds))
     command = "python -m intersection_meta.bench " + shlex.join(argv)
     settings = {k: v for k, v in base.to_dict().items() if k not in ("algo", "seed")}
+    jobs = args.jobs
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "command": command,
-                "suite": scenario.name,
-                "algos": algos,
-                "seeds": seeds,
-                "target_return": target,
-                "run_config": settings,
-                "scenario_overrides": scenario_sets,
-                "scenario": scenario.to_dict(),
-            },
-            sort_keys=False,
+    stored = out / "bench.yaml"
+    if args.report_only and stored.exists():
+        # report on the runs as trained: keep the training command and job count
+        previous = yaml.safe_load(stored.read_text()) or {}
+        command, jobs = str(previous.get("command", command)), int(previous.get("jobs", jobs))
+    else:
+        stored.write_text(
+            yaml.safe_dump(
+                {
+                    "command": command,
+                    "jobs": jobs,
+                    "suite": scenario.name,
+                    "algos": algos,
+                    "seeds": seeds,
+                    "target_return": target,
+                    "run_config": settings,
+                    "scenario_overrides": scenario_sets,
+                    "scenario": scenario.to_dict(),
+                },
+                sort_keys=False,
+            )
         )
-    )
 
     if not args.report_only:
         specs = [
@@ -800,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=command,
         settings=settings,
         scenario_sets=scenario_sets,
+        jobs=jobs,
     )
     print(f"report: {path}", file=sys.stderr)
     return 1 if failed else 0

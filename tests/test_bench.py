@@ -159,6 +159,13 @@ def test_tiny_end_to_end_and_rerun_skips(tmp_path: Path, capsys):
     assert second.count(": skipped (") == 4
     assert (out / "runs" / "maml__s1" / "metrics.csv").stat().st_mtime == mtime
 
+    # --report-only trains nothing and keeps the training command in the report
+    elsewhere = tmp_path / "report"
+    assert bench.main([*_TINY, "--out", str(out), "--report-dir", str(elsewhere), "--report-only"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    assert "--report-only" not in (elsewhere / "report.md").read_text()
+    assert (elsewhere / "results.csv").read_text() == (out / "results.csv").read_text()
+
 
 def test_rerun_with_other_settings_is_refused(tmp_path: Path, capsys):
     out = tmp_path / "bench"
