@@ -194,7 +194,9 @@ def test_spaces_shapes_dtypes(tasks):
     assert rew.shape == (6,) and rew.dtype == np.float64
     assert term.dtype == bool and trunc.dtype == bool
     assert info["crashed"].dtype == bool and info["arrived"].dtype == bool
-    assert set(info["rewards"]) == {"collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward"}
+    assert {k for k in info["rewards"] if not k.startswith("_")} == {
+        "collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward"
+    }
     assert all(v.shape == (6,) for v in info["rewards"].values())
 
 
@@ -282,3 +284,33 @@ def test_invalid_inputs(tasks):
     env.reset()
     with pytest.raises(ValueError):
         env.step(np.full(len(tasks), 3))
+
+
+def test_matches_highway_sync_vector_env_step_for_step_across_autoresets():
+    """Same tasks and actions through ``make_vector_env(backend="highway")`` (gymnasium's SyncVectorEnv of
+    reference envs, NEXT_STEP autoreset): identical batches, including the autoreset steps."""
+    from intersection_meta.envs.factory import make_vector_env
+
+    tasks = _broad_tasks(5, seed=11)
+    ref = make_vector_env(tasks, seed=0, backend="highway")
+    fast = make_vector_env(tasks, seed=0, backend="fast")
+    ref_obs, _ = ref.reset()
+    fast_obs, _ = fast.reset()
+    np.testing.assert_allclose(fast_obs, ref_obs, atol=1e-6)
+    rng = np.random.default_rng(3)
+    resets = 0
+    for _ in range(30):
+        actions = rng.integers(3, size=len(tasks))
+        r_obs, r_rew, r_term, r_trunc, r_info = ref.step(actions)
+        f_obs, f_rew, f_term, f_trunc, f_info = fast.step(actions)
+        np.testing.assert_allclose(f_obs, r_obs, atol=1e-6)
+        np.testing.assert_allclose(f_rew, r_rew, atol=1e-9)
+        np.testing.assert_array_equal(f_term, r_term)
+        np.testing.assert_array_equal(f_trunc, r_trunc)
+        np.testing.assert_array_equal(f_info["crashed"], r_info["crashed"])
+        np.testing.assert_array_equal(f_info["arrived"], r_info["arrived"])
+        for name in ("collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward"):
+            np.testing.assert_allclose(f_info["rewards"][name], r_info["rewards"][name], atol=1e-9)
+        resets += int((r_term | r_trunc).sum())
+    assert resets >= len(tasks)
+    ref.close()

@@ -1113,7 +1113,7 @@ class FastIntersectionVectorEnv(VectorEnv):
             "_arrived": m.copy(),
             "speed": st["speed"][:, _EGO].copy(),
             "_speed": m.copy(),
-            "rewards": {k: v.copy() for k, v in terms.items()},
+            "rewards": {**{k: v.copy() for k, v in terms.items()}, **{"_" + k: m.copy() for k in terms}},
             "_rewards": m.copy(),
         }
 
