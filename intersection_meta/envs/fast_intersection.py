@@ -7,9 +7,11 @@ vehicle, an ``IDMVehicle`` or a ``ControlledVehicle``) on highway-env's intersec
 following is reproduced:
 
 * the road network (read once from highway-env's own ``IntersectionEnv._make_road``): 20 straight and
-  circular lanes, their local coordinates, headings, priorities; ``get_closest_lane_index`` (position +
-  heading distance over every lane, first minimum), evaluated exactly but pruned with a bounding-box lower
-  bound so most vehicles only test the lane they were on;
+  circular lanes, their local coordinates (bit for bit, including ``np.linalg.norm``'s fused dot product),
+  headings, priorities; ``get_closest_lane_index`` (position + heading distance over every lane, first
+  minimum) after every ``Vehicle.step``, exact but pruned: a vehicle keeps its lane without a scan while
+  lower bounds of every other lane's distance (bounding boxes, circles, straight-lane headings, tracked
+  with the distance moved; a closed form for the parallel lane of the same arm) exceed its lane's distance;
 * routes (``plan_route_to``), ``follow_road``/``next_lane`` (route popping, fallback to the closest
   successor lane), ``position_heading_along_route``;
 * the kinematic bicycle model (``Vehicle.step``, slip angle, speed clipping, crashed braking, impacts);
@@ -28,9 +30,15 @@ following is reproduced:
 * ``has_arrived``, ``_clear_vehicles`` (the other vehicle disappears from the scene and the observation once
   it is 20 m before the end of its exit lane), the stock ``_agent_reward`` / ``_rewards`` terms, and the
   normalised, clipped Kinematics observation (ego row, then the other vehicle if ``close_objects_to`` sees
-  it: within 200 m and not more than 10 m behind along the ego's lane), flattened to float32.
+  it: within 200 m, and with ``see_behind=False`` not more than 10 m behind along the ego's lane), flattened
+  to float32.
 
-The simulation is deterministic: seeds only seed ``self.np_random`` (unused by the dynamics).
+Measured agreement with ``TwoVehicleIntersectionEnv`` (``benchmarks/fidelity.py``): identical outcomes and
+observations equal to < 1e-12 on 1650 random-policy episodes from every shipped scenario and a broad task
+sampler. The simulation is deterministic: seeds only seed ``self.np_random`` (unused by the dynamics).
+Order of one decision step (as the reference): ``F = simulation_frequency // policy_frequency`` frames of
+[meta-action on frame 0, every vehicle's act, (regulation), every vehicle's step, collisions], then
+observation, reward, terminated/truncated, infos, then ``_clear_vehicles``.
 """
 
 from __future__ import annotations
@@ -132,7 +140,10 @@ class LaneTable:
         return self.names.index(name)
 
 
+@functools.lru_cache(maxsize=1)
 def _reference_network() -> Any:
+    """highway-env's intersection ``RoadNetwork``, built by ``IntersectionEnv._make_road`` itself (cached;
+    treat as read-only)."""
     from highway_env.envs.intersection_env import IntersectionEnv
 
     env = IntersectionEnv.__new__(IntersectionEnv)
@@ -236,17 +247,12 @@ def _twin_lanes(circular: np.ndarray, heading: np.ndarray, bbox: np.ndarray, len
 def _route(lane: int, destination: str) -> tuple[int, ...]:
     """``ControlledVehicle.plan_route_to``: the current lane, then the BFS shortest path's roads."""
     tab = lane_table()
-    net = _reference_network_cached()
+    net = _reference_network()
     try:
         path = net.shortest_path(tab.to_node[lane], destination)
     except KeyError:
         path = []
     return (lane,) + tuple(tab.index((path[i], path[i + 1], 0)) for i in range(len(path) - 1))
-
-
-@functools.lru_cache(maxsize=1)
-def _reference_network_cached() -> Any:
-    return _reference_network()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -349,13 +355,6 @@ def _position(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> tuple[np.ndarr
     x = np.where(circ, tab.center[lane, 0] + rad * np.cos(phi), tab.start[lane, 0] + s * tab.direction[lane, 0])
     y = np.where(circ, tab.center[lane, 1] + rad * np.sin(phi), tab.start[lane, 1] + s * tab.direction[lane, 1])
     return x, y
-
-
-def _lane_distance(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """``lane.distance_with_heading(position, heading)``."""
-    s, r = _local_coordinates(tab, lane, x, y)
-    angle = np.abs(_wrap_to_pi(h - _heading_at(tab, lane, s)))
-    return np.abs(r) + np.maximum(s - tab.length[lane], 0) + np.maximum(0 - s, 0) + 1.0 * angle
 
 
 def _lane_lower_bound(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -1178,9 +1177,6 @@ def _polygons_intersecting(
     sign = np.where((d * axis).sum(axis=1) > 0, 1.0, -1.0)
     translation = np.abs(distance[np.arange(a.shape[0]), k])[:, None] * sign[:, None] * axis
     return intersecting, will, translation
-
-
-_RECT_OFFSETS = None
 
 
 def _rect_points(length: float, width: float) -> np.ndarray:
