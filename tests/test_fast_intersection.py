@@ -314,3 +314,17 @@ def test_matches_highway_sync_vector_env_step_for_step_across_autoresets():
         resets += int((r_term | r_trunc).sum())
     assert resets >= len(tasks)
     ref.close()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"observation_absolute": False},
+        {"observation_features": ("presence", "vx", "x", "sin_h")},
+        {"target_speeds_mps": (0.0, 3.0, 6.0, 9.0, 12.0), "duration_s": 8.0},
+    ],
+)
+def test_settings_variants_match_reference(changes):
+    tasks = [dataclasses.replace(t, settings=dataclasses.replace(t.settings, **changes)) for t in _broad_tasks(8, 13)]
+    outcome, steps = _agreement(tasks, TwoVehicleIntersectionEnv, FastIntersectionVectorEnv(tasks), seed=2)
+    assert outcome == 1.0 and steps == 1.0
