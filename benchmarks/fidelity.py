@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tasks = shipped_intersection_tasks(args.per_scenario, args.seed) + broad_tasks(args.broad, args.seed + 1)
-    horizon = int(round(tasks[0].settings.duration_s * tasks[0].settings.policy_frequency_hz))
+    horizon = int(round(max(t.settings.duration_s * t.settings.policy_frequency_hz for t in tasks)))
     policy = make_policy(args.policy, len(tasks), horizon, args.seed + 2)
     env_cls = RegulatedReference if args.regulated else TwoVehicleIntersectionEnv
     print(f"policy {args.policy}, {'RegulatedRoad' if args.regulated else 'reference env (plain Road)'}")

@@ -82,7 +82,7 @@ def _fast_episodes(env: FastIntersectionVectorEnv, actions: np.ndarray) -> list[
 
 
 def _agreement(tasks, make_reference, fast_env, seed=0):
-    horizon = 13
+    horizon = int(max(t.settings.duration_s * t.settings.policy_frequency_hz for t in tasks))
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.ones(3), size=len(tasks))
     actions = np.array([rng.choice(3, size=horizon, p=p) for p in probs])
@@ -152,6 +152,7 @@ def test_wrap_to_pi_is_bitwise_highway_env():
 
 # --- fidelity ----------------------------------------------------------------------------------------------
 def test_fidelity_against_reference_env():
+    """Every shipped intersection scenario (their durations may differ) plus broad tasks, random policies."""
     tasks = _scenario_tasks(4, seed=3) + _broad_tasks(20, seed=4)
     assert len(tasks) >= 40
     outcome, steps = _agreement(tasks, TwoVehicleIntersectionEnv, FastIntersectionVectorEnv(tasks, seed=0))
@@ -272,7 +273,7 @@ def test_factory_fast_backend(tasks):
 def test_invalid_inputs(tasks):
     with pytest.raises(ValueError):
         FastIntersectionVectorEnv([])
-    other = dataclasses.replace(tasks[1], settings=dataclasses.replace(tasks[1].settings, duration_s=5.0))
+    other = dataclasses.replace(tasks[1], settings=dataclasses.replace(tasks[1].settings, simulation_frequency_hz=10))
     with pytest.raises(ValueError, match="share their settings"):
         FastIntersectionVectorEnv([tasks[0], other])
     cont = dataclasses.replace(tasks[0], settings=dataclasses.replace(tasks[0].settings, action="continuous"))

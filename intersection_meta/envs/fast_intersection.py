@@ -133,6 +133,8 @@ class LaneTable:
     center_y: np.ndarray
     twin: np.ndarray  # for approach/exit lanes: the opposite lane of the same arm, else -1
     packed_rows: np.ndarray  # (7, L): start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
+    direction_headings: np.ndarray  # distinct straight-lane headings (rounded)
+    straight_direction: np.ndarray  # for each straight lane (in straight_ids order), its direction_headings index
     from_id: np.ndarray  # node ids (index in sorted node names)
     to_id: np.ndarray
 
@@ -225,9 +227,26 @@ def lane_table() -> LaneTable:
         center_y=center[:, 1].copy(),
         twin=_twin_lanes(circular, heading, bbox, np.array([lane.length for lane in lanes])),
         packed_rows=np.ascontiguousarray(np.column_stack([start, direction, direction_lat, circular]).T.astype(np.float64)),
+        direction_headings=_direction_groups(heading[~circular])[0],
+        straight_direction=_direction_groups(heading[~circular])[1],
         from_id=np.array([nodes.index(f) for f, _, _ in names]),
         to_id=np.array([nodes.index(t) for _, t, _ in names]),
     )
+
+
+def _direction_groups(headings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct headings (up to 1e-6; the first lane's exact value) and each heading's group index."""
+    reps: list[float] = []
+    group = np.zeros(len(headings), dtype=np.int64)
+    for i, h in enumerate(headings):
+        for g, r in enumerate(reps):
+            if abs(_wrap_to_pi(np.array(h - r))) < 1e-6:
+                group[i] = g
+                break
+        else:
+            reps.append(float(h))
+            group[i] = len(reps) - 1
+    return np.array(reps), group
 
 
 def _twin_lanes(circular: np.ndarray, heading: np.ndarray, bbox: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -371,7 +390,9 @@ def _lane_lower_bound(tab: LaneTable, x: np.ndarray, y: np.ndarray, h: np.ndarra
     oy = np.maximum(np.maximum(bb[:, 2] - y[:, None], y[:, None] - bb[:, 3]), 0.0)
     lower = np.maximum(ox, oy)
     S, C = tab.straight_ids, tab.circular_ids
-    lower[:, S] += np.abs(_wrap_to_pi(h[:, None] - tab.heading[S]))
+    # Straight-lane heading terms from the 4 distinct headings (lanes of one direction differ by < 1e-12).
+    per_direction = np.abs(_wrap_to_pi(h[:, None] - tab.direction_headings)) - 1e-9
+    lower[:, S] += np.take(per_direction, tab.straight_direction, axis=1)
     cdx = x[:, None] - tab.center[C, 0]
     cdy = y[:, None] - tab.center[C, 1]
     lower[:, C] = np.maximum(lower[:, C], np.abs(np.sqrt(cdx * cdx + cdy * cdy) - tab.radius[C]))
@@ -436,15 +457,16 @@ def _closest_lane(
     if idx.size:
         lower = _lane_lower_bound(tab, x[idx], y[idx], h[idx])
         rows = np.arange(idx.size)
-        lower_others = lower.copy()
-        lower_others[rows, prev[idx]] = np.inf
-        ambiguous = (lower_others <= d_prev[idx, None] + 1e-9).any(axis=1)
         new = prev[idx].copy()
+        prev_bound = lower[rows, new]
+        lower[rows, new] = np.inf
+        ambiguous = (lower <= d_prev[idx, None] + 1e-9).any(axis=1)
         full = np.nonzero(ambiguous)[0]
         if full.size:
             j = idx[full]
             new[full] = _closest_lane_full(tab, x[j], y[j], h[j])
-        lower[rows, new] = np.inf
+            lower[full, prev[j]] = prev_bound[full]
+            lower[full, new[full]] = np.inf
         twin = tab.twin[new]
         has_twin = twin >= 0
         lower[rows[has_twin], twin[has_twin]] = np.inf
@@ -488,8 +510,7 @@ def _check_settings(tasks: Sequence[IntersectionTask]) -> IntersectionSettings:
     for t in tasks[1:]:
         s = t.settings
         same = (
-            s.duration_s == s0.duration_s
-            and s.policy_frequency_hz == s0.policy_frequency_hz
+            s.policy_frequency_hz == s0.policy_frequency_hz
             and s.simulation_frequency_hz == s0.simulation_frequency_hz
             and s.action == s0.action
             and tuple(s.target_speeds_mps) == tuple(s0.target_speeds_mps)
@@ -498,7 +519,8 @@ def _check_settings(tasks: Sequence[IntersectionTask]) -> IntersectionSettings:
         )
         if not same:
             raise ValueError(
-                "all tasks of a FastIntersectionVectorEnv must share their settings (only reward weights may differ); "
+                "all tasks of a FastIntersectionVectorEnv must share their settings (only reward weights and "
+                "durations may differ); "
                 f"task {t.task_id} differs from task {tasks[0].task_id}"
             )
     return s0
@@ -511,7 +533,8 @@ class FastIntersectionVectorEnv(VectorEnv):
     """N two-vehicle intersection scenes simulated together with NumPy (see the module docstring).
 
     Args:
-        tasks: one ``IntersectionTask`` per sub-env (they must share their settings except reward weights).
+        tasks: one ``IntersectionTask`` per sub-env (they must share their settings except reward weights and
+            durations).
         seed: optional seed of ``self.np_random`` (the dynamics are deterministic).
         regulated_road: simulate highway-env's ``RegulatedRoad`` right-of-way rules (stock
             ``IntersectionEnv``); the reference ``TwoVehicleIntersectionEnv`` uses a plain ``Road`` (False).
@@ -613,6 +636,8 @@ class FastIntersectionVectorEnv(VectorEnv):
         self._routes = routes
         self._route_len = route_len
         self._idm = idm
+        self._duration_s = np.array([t.settings.duration_s for t in self.tasks], dtype=np.float64)
+        self._idm_scenes = np.flatnonzero(idm)
         self._reward_w = w
         self._speed_range = speed_range
         self._normalize_reward = normalize
@@ -687,7 +712,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         crashed = st["crashed"][:, _EGO].copy()
         arrived = terms["arrived_reward"].astype(bool)
         terminated = crashed | arrived
-        truncated = st["time"] >= self.settings.duration_s
+        truncated = st["time"] >= self._duration_s
         infos = self._infos(np.ones(self.num_envs, dtype=bool), terms=terms, crashed=crashed, arrived=arrived)
         self._clear_vehicles()
         if autoreset.any():
@@ -784,17 +809,16 @@ class FastIntersectionVectorEnv(VectorEnv):
         steering = np.arctan(2 * np.tan(slip_angle))
         return np.clip(steering, -_MAX_STEERING_ANGLE, _MAX_STEERING_ANGLE)
 
-    def _idm_acceleration(self) -> np.ndarray:
-        """``IDMVehicle.act`` longitudinal part for the other vehicle of every scene."""
+    def _idm_acceleration(self, k: np.ndarray) -> np.ndarray:
+        """``IDMVehicle.act`` longitudinal part for the other vehicle of the scenes ``k``."""
         st, tab = self._state, self._tab
-        ox, oy = st["x"][:, _OTHER], st["y"][:, _OTHER]
-        ex, ey = st["x"][:, _EGO], st["y"][:, _EGO]
-        lane = st["lane"][:, _OTHER]
-        target_lane = st["target_lane"][:, _OTHER]
-        speed = st["speed"][:, _OTHER]
-        h_o, h_e = st["heading"][:, _OTHER], st["heading"][:, _EGO]
-        sp_e = st["speed"][:, _EGO]
-        target = np.clip(st["target_speed"][:, _OTHER], 0, tab.speed_limit[lane])
+        x, y, heading, spd = st["x"][k], st["y"][k], st["heading"][k], st["speed"][k]
+        ox, oy, ex, ey = x[:, _OTHER], y[:, _OTHER], x[:, _EGO], y[:, _EGO]
+        lane = st["lane"][k, _OTHER]
+        target_lane = st["target_lane"][k, _OTHER]
+        speed, sp_e = spd[:, _OTHER], spd[:, _EGO]
+        h_o, h_e = heading[:, _OTHER], heading[:, _EGO]
+        target = np.clip(st["target_speed"][k, _OTHER], 0, tab.speed_limit[lane])
         free = _IDM_COMFORT_ACC_MAX * (1 - np.power(np.maximum(speed, 0) / np.abs(_not_zero(target)), _IDM_DELTA))
         # Gap along the current lane (lane_distance_to) and the desired gap (desired_gap, projected).
         s_self, _ = _local_coordinates(tab, lane, ox, oy)
@@ -806,7 +830,7 @@ class FastIntersectionVectorEnv(VectorEnv):
             2 * np.sqrt(-_IDM_COMFORT_ACC_MAX * _IDM_COMFORT_ACC_MIN)
         )
         with_front = free - _IDM_COMFORT_ACC_MAX * np.power(d_star / _not_zero(d), 2)
-        present = st["present"]
+        present = st["present"][k]
 
         def front_on(search_lane: np.ndarray, s_v: np.ndarray, lat_v: np.ndarray, s: np.ndarray) -> np.ndarray:
             on = (np.abs(lat_v) <= tab.width[search_lane] / 2 + 1) & (-_VEHICLE_LENGTH_LANE <= s_v) & (
@@ -893,7 +917,8 @@ class FastIntersectionVectorEnv(VectorEnv):
         s_target, r_target = self._follow_road(acting, s_target, r_target)
         steering = self._steering(s_target, r_target)
         acceleration = _KP_A * (st["target_speed"] - st["speed"])
-        acceleration[:, _OTHER] = np.where(idm, self._idm_acceleration(), acceleration[:, _OTHER])
+        if self._idm_scenes.size:
+            acceleration[self._idm_scenes, _OTHER] = self._idm_acceleration(self._idm_scenes)
         # Vehicle.clip_actions (a crashed vehicle brakes to a stop, wheels straight).
         speed = st["speed"]
         if any_crashed:
