@@ -900,6 +900,10 @@ class FastIntersectionVectorEnv(VectorEnv):
         acting = np.ones((n, 2), dtype=bool)
         if any_crashed:
             acting[:, _OTHER] = ~(idm & crashed[:, _OTHER])
+        present = st["present"]
+        all_present = bool(present.all())
+        if not all_present:
+            acting[:, _OTHER] &= present
         if meta_actions is not None:
             # action_type.act(action): MDPVehicle.act(meta-action) (its follow_road), then road.act() below.
             cur_index = self._speed_to_index(st["speed"][:, _EGO])
@@ -924,6 +928,11 @@ class FastIntersectionVectorEnv(VectorEnv):
         if any_crashed:
             steering = np.where(crashed, 0.0, steering)
             acceleration = np.where(crashed, -1.0 * speed, acceleration)
+        if not all_present:
+            # A vehicle removed by _clear_vehicles no longer exists in highway-env; here it stays parked
+            # (zero speed and inputs), outside every interaction and observation.
+            steering[~present, _OTHER] = 0.0
+            acceleration[~present, _OTHER] = 0.0
         if speed.max() > _MAX_SPEED or speed.min() < _MIN_SPEED:
             acceleration = np.where(speed > _MAX_SPEED, np.minimum(acceleration, 1.0 * (_MAX_SPEED - speed)), acceleration)
             acceleration = np.where(speed < _MIN_SPEED, np.maximum(acceleration, 1.0 * (_MIN_SPEED - speed)), acceleration)
@@ -1050,8 +1059,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         st, tab = self._state, self._tab
         lane = st["lane"][:, _OTHER]
         s, _ = _local_coordinates(tab, lane, st["x"][:, _OTHER], st["y"][:, _OTHER])
-        leaving = tab.is_exit[lane] & (s >= tab.length[lane] - 4 * _LENGTH)
+        leaving = tab.is_exit[lane] & (s >= tab.length[lane] - 4 * _LENGTH) & st["present"]
         st["present"] &= ~leaving
+        st["speed"][leaving, _OTHER] = 0.0
 
     # --- observation, reward, infos ------------------------------------------------------------------------
     def _observe(self) -> np.ndarray:
