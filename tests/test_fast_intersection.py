@@ -329,3 +329,12 @@ def test_settings_variants_match_reference(changes):
     tasks = [dataclasses.replace(t, settings=dataclasses.replace(t.settings, **changes)) for t in _broad_tasks(8, 13)]
     outcome, steps = _agreement(tasks, TwoVehicleIntersectionEnv, FastIntersectionVectorEnv(tasks), seed=2)
     assert outcome == 1.0 and steps == 1.0
+
+
+def test_rejects_invalid_tasks_and_options(tasks):
+    same_entry = dataclasses.replace(tasks[0], other_entry=tasks[0].ego_entry)
+    with pytest.raises(ValueError, match="entry"):
+        FastIntersectionVectorEnv([same_entry])
+    env = FastIntersectionVectorEnv(tasks)
+    with pytest.raises(ValueError, match="reset options"):
+        env.reset(options={"task": tasks[0]})

@@ -496,11 +496,12 @@ def _entry_index(entry: str) -> int:
 def _check_settings(tasks: Sequence[IntersectionTask]) -> IntersectionSettings:
     if len(tasks) == 0:
         raise ValueError("FastIntersectionVectorEnv needs at least one task")
+    from intersection_meta.envs.intersection import validate_task  # the reference env's own checks
+
     for t in tasks:
         if not isinstance(t, IntersectionTask):
             raise TypeError(f"FastIntersectionVectorEnv takes IntersectionTask values, got {type(t).__name__}")
-        if t.other_driver not in ("idm", "constant_speed"):
-            raise ValueError(f"unknown other_driver {t.other_driver!r}; allowed: ['constant_speed', 'idm']")
+        validate_task(t)
     s0 = tasks[0].settings
     if s0.action != "discrete":
         raise ValueError("the fast backend only simulates the discrete meta-action space (settings.action='discrete')")
@@ -680,6 +681,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
         mask = np.ones(self.num_envs, dtype=bool)
+        unknown = set(options or {}) - {"reset_mask"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: ['reset_mask']")
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"], dtype=bool)
             if mask.shape != (self.num_envs,):
