@@ -62,6 +62,8 @@ class RunConfig:
     directed_episodes: int = _f(20, "episodes sampled on the medium task for the directed step", low=1)
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
     gae_lambda: float = _f(1.0, "GAE lambda (1 = Monte-Carlo returns minus baseline)", low=0.0, high=1.0)
+    entropy_coef: float = _f(0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain "
+                                   "REINFORCE)", low=0.0)
     baseline_reg: float = _f(1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
     hidden_sizes: tuple[int, ...] = _f((64, 64), "hidden layer sizes of the policy MLP")
     eval_tasks: int = _f(40, "held-out tasks for the final evaluation", low=0)

@@ -213,11 +213,16 @@ def policy_loss(
     lam: float = 1.0,
     baseline_reg: float = 1e-5,
     normalize: bool = True,
+    entropy_coef: float = 0.0,
 ) -> Tensor:
-    """REINFORCE-with-baseline surrogate of one task: :func:`reinforce_loss` with :func:`compute_advantages`.
+    """REINFORCE-with-baseline surrogate of one task: :func:`reinforce_loss` with :func:`compute_advantages`,
+    minus ``entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it).
 
     Differentiable w.r.t. ``params`` (the policy's log-probabilities), including through adapted parameters.
     """
     adv = compute_advantages(episodes, gamma, lam, baseline_reg, normalize)
-    log_probs = policy.distribution(episodes.obs, params).log_prob(episodes.actions)  # [T, B]
-    return reinforce_loss(log_probs, adv, episodes.mask)
+    dist = policy.distribution(episodes.obs, params)
+    loss = reinforce_loss(dist.log_prob(episodes.actions), adv, episodes.mask)  # [T, B] log-probs
+    if entropy_coef:
+        loss = loss - entropy_coef * masked_mean(dist.entropy(), episodes.mask)
+    return loss

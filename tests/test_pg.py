@@ -207,3 +207,20 @@ def test_policy_loss_gradient_matches_manual_surrogate():
     for a, b in zip(g1, g2, strict=False):
         assert_close(a, b)
     assert adv.requires_grad is False
+
+
+def test_entropy_bonus_subtracts_masked_mean_entropy():
+    """policy_loss(entropy_coef=c) = policy_loss(0) - c * masked mean entropy (closed form of the bonus)."""
+    import gymnasium as gym
+
+    from intersection_meta.networks import build_policy
+    from intersection_meta.pg import masked_mean, policy_loss
+    from intersection_meta.rollout import collect_episodes
+
+    env = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=15)] * 3)
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(8,))
+    eps = collect_episodes(env, policy, None, seed=0)
+    plain = policy_loss(policy, None, eps)
+    bonus = policy_loss(policy, None, eps, entropy_coef=0.3)
+    entropy = masked_mean(policy.distribution(eps.obs).entropy(), eps.mask)
+    torch.testing.assert_close(bonus, plain - 0.3 * entropy)

@@ -79,6 +79,7 @@ class MetaConfig:
         gae_lambda: GAE lambda (1.0 = Monte-Carlo returns minus baseline, as in the MAML paper).
         baseline_reg: Ridge regularisation of the linear feature baseline.
         normalize_advantages: Normalise advantages per task (masked mean / std).
+        entropy_coef: Weight of the policy-entropy bonus in the default loss (0 = plain REINFORCE).
     """
 
     inner_lr: float = 0.1
@@ -93,6 +94,7 @@ class MetaConfig:
     gae_lambda: float = 1.0
     baseline_reg: float = 1e-5
     normalize_advantages: bool = True
+    entropy_coef: float = 0.0
 
     def __post_init__(self) -> None:
         if self.inner_steps < 0:
@@ -222,6 +224,7 @@ class MetaLearner:
             config.gae_lambda,
             config.baseline_reg,
             config.normalize_advantages,
+            config.entropy_coef,
         )
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if config.learn_inner_lr:
@@ -416,9 +419,10 @@ class MetaLearner:
                 self.step_sizes[k].copy_(v)
 
 
-def _default_loss(policy, gamma, lam, baseline_reg, normalize, params, episodes) -> Tensor:
+def _default_loss(policy, gamma, lam, baseline_reg, normalize, entropy_coef, params, episodes) -> Tensor:
     return policy_loss(
-        policy, params, episodes, gamma=gamma, lam=lam, baseline_reg=baseline_reg, normalize=normalize
+        policy, params, episodes, gamma=gamma, lam=lam, baseline_reg=baseline_reg, normalize=normalize,
+        entropy_coef=entropy_coef,
     )
 
 
