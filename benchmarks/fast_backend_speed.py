@@ -57,7 +57,9 @@ def fast_steps_per_s(tasks: list, batch: int, seconds: float, seed: int) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", default="random_crossing")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256, 4096, 65536])
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement time per configuration")
@@ -66,16 +68,20 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks = list(load_scenario(args.scenario).sample_tasks(512, seed=args.seed))
     ref_wall, ref_cpu = reference_steps_per_s(tasks, args.seconds, args.seed)
-    print(f"scenario {args.scenario}; reference highway-env (1 env, 1 process): "
-          f"{ref_wall:,.0f} env steps/s wall, {ref_cpu:,.0f} per CPU-s")
+    print(
+        f"scenario {args.scenario}; reference highway-env (1 env, 1 process): "
+        f"{ref_wall:,.0f} env steps/s wall, {ref_cpu:,.0f} per CPU-s"
+    )
     print(f"{'scenes':>7} {'steps/s wall':>14} {'x ref':>8} {'steps/CPU-s':>14} {'x ref':>8}")
     best_wall = best_cpu = 0.0
     for batch in args.batches:
         wall, cpu = fast_steps_per_s(tasks, batch, args.seconds, args.seed)
         best_wall, best_cpu = max(best_wall, wall), max(best_cpu, cpu)
         print(f"{batch:>7} {wall:>14,.0f} {wall / ref_wall:>7.0f}x {cpu:>14,.0f} {cpu / ref_cpu:>7.0f}x")
-    print(f"best: {best_wall:,.0f} env steps/s wall ({best_wall / ref_wall:.0f}x reference), "
-          f"{best_cpu:,.0f} per CPU-s ({best_cpu / ref_cpu:.0f}x)")
+    print(
+        f"best: {best_wall:,.0f} env steps/s wall ({best_wall / ref_wall:.0f}x reference), "
+        f"{best_cpu:,.0f} per CPU-s ({best_cpu / ref_cpu:.0f}x)"
+    )
     return 0
 
 

@@ -109,10 +109,14 @@ def make_policy(spec: str, n_episodes: int, horizon: int, seed: int):
         actions = random_actions(n_episodes, horizon, seed)
         return lambda obs, t, ids: actions[ids, t]
     if spec == "heuristic":
+
         def heuristic(obs, t, ids):
             rows = obs.reshape(len(obs), 2, -1)
-            gap = np.hypot(rows[:, 1, 1] - rows[:, 0, 1], rows[:, 1, 2] - rows[:, 0, 2]) * 100  # x, y in 1/100 m
+            gap = (
+                np.hypot(rows[:, 1, 1] - rows[:, 0, 1], rows[:, 1, 2] - rows[:, 0, 2]) * 100
+            )  # x, y in 1/100 m
             return np.where((rows[:, 1, 0] > 0) & (gap < 25), 0, 2)
+
         return heuristic
     if spec.startswith("checkpoint:"):
         import torch
@@ -124,11 +128,14 @@ def make_policy(spec: str, n_episodes: int, horizon: int, seed: int):
         def greedy(obs, t, ids):
             with torch.no_grad():
                 return policy(torch.as_tensor(obs, dtype=torch.float32)).probs.argmax(-1).numpy()
+
         return greedy
     raise ValueError(f"unknown --policy {spec!r}; use random, heuristic or checkpoint:PATH")
 
 
-def run_reference(task: IntersectionTask, policy, episode: int, horizon: int, env_cls=TwoVehicleIntersectionEnv) -> EpisodeTrace:
+def run_reference(
+    task: IntersectionTask, policy, episode: int, horizon: int, env_cls=TwoVehicleIntersectionEnv
+) -> EpisodeTrace:
     env = env_cls(task)
     obs, _ = env.reset(seed=0)
     obs_list, rewards, terms, truncs = [obs], [], [], []
@@ -144,12 +151,17 @@ def run_reference(task: IntersectionTask, policy, episode: int, horizon: int, en
             break
     env.close()
     return EpisodeTrace(
-        np.array(obs_list), np.array(rewards), np.array(terms), np.array(truncs),
+        np.array(obs_list),
+        np.array(rewards),
+        np.array(terms),
+        np.array(truncs),
         outcome_of(info["crashed"], info["arrived"]),
     )
 
 
-def run_fast(tasks: list[IntersectionTask], policy, horizon: int, regulated: bool = False) -> list[EpisodeTrace]:
+def run_fast(
+    tasks: list[IntersectionTask], policy, horizon: int, regulated: bool = False
+) -> list[EpisodeTrace]:
     env = FastIntersectionVectorEnv(tasks, seed=0, regulated_road=regulated)
     obs, _ = env.reset(seed=0)
     n = len(tasks)
@@ -170,7 +182,10 @@ def run_fast(tasks: list[IntersectionTask], policy, horizon: int, regulated: boo
         end = int(done[0]) + 1 if done.size else horizon
         traces.append(
             EpisodeTrace(
-                obs_hist[: end + 1, i], rew[:end, i], term[:end, i], trunc[:end, i],
+                obs_hist[: end + 1, i],
+                rew[:end, i],
+                term[:end, i],
+                trunc[:end, i],
                 outcome_of(bool(crashed[end - 1, i]), bool(arrived[end - 1, i])),
             )
         )
@@ -178,7 +193,7 @@ def run_fast(tasks: list[IntersectionTask], policy, horizon: int, regulated: boo
 
 
 def compare(ref: EpisodeTrace, fast: EpisodeTrace) -> dict:
-    """Per-episode agreement figures: steps compared, steps within tolerance, max obs error, first bad step."""
+    """Per-episode agreement: steps compared, steps within tolerance, max obs error, first bad step."""
     n_ref, n_fast = len(ref.rewards), len(fast.rewards)
     common = min(n_ref, n_fast)
     err = np.abs(ref.obs[1 : common + 1] - fast.obs[1 : common + 1]).max(axis=1) if common else np.zeros(0)
@@ -199,8 +214,12 @@ def compare(ref: EpisodeTrace, fast: EpisodeTrace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-scenario", type=int, default=150, help="tasks per shipped intersection scenario")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--per-scenario", type=int, default=150, help="tasks per shipped intersection scenario"
+    )
     parser.add_argument("--broad", type=int, default=500, help="tasks from the broad uniform sampler")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=10, help="mismatching episodes to print")
@@ -209,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tasks = shipped_intersection_tasks(args.per_scenario, args.seed) + broad_tasks(args.broad, args.seed + 1)
-    horizon = int(round(max(t.settings.duration_s * t.settings.policy_frequency_hz for t in tasks)))
+    horizon = round(max(t.settings.duration_s * t.settings.policy_frequency_hz for t in tasks))
     policy = make_policy(args.policy, len(tasks), horizon, args.seed + 2)
     env_cls = RegulatedReference if args.regulated else TwoVehicleIntersectionEnv
     print(f"policy {args.policy}, {'RegulatedRoad' if args.regulated else 'reference env (plain Road)'}")
@@ -220,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ref = [run_reference(task, policy, i, horizon, env_cls) for i, task in enumerate(tasks)]
     t_ref = time.perf_counter() - t0
-    rows = [compare(r, f) for r, f in zip(ref, fast)]
+    rows = [compare(r, f) for r, f in zip(ref, fast, strict=True)]
 
     n = len(rows)
     outcome_ok = sum(r["outcome_ref"] == r["outcome_fast"] for r in rows)
@@ -242,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     for (a, b), c in sorted(confusion.items()):
         print(f"  {a:>8} -> {b:<8} {c}")
     per_source = collections.defaultdict(lambda: [0, 0, 0, 0])
-    for t, r in zip(tasks, rows):
+    for t, r in zip(tasks, rows, strict=True):
         p = per_source[t.scenario]
         p[0] += 1
         p[1] += r["outcome_ref"] == r["outcome_fast"]
@@ -251,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     print("per task source: episodes, outcome agreement, step agreement")
     for name, (e, o, s, so) in sorted(per_source.items()):
         print(f"  {name:<24} {e:>5} {o / e:8.2%} {so / s:8.2%}")
-    bad = [i for i, r in enumerate(rows) if r["outcome_ref"] != r["outcome_fast"] or r["steps_ok"] < r["steps"]]
+    bad = [
+        i for i, r in enumerate(rows) if r["outcome_ref"] != r["outcome_fast"] or r["steps_ok"] < r["steps"]
+    ]
     print(f"mismatching episodes: {len(bad)}")
     for i in bad[: args.show]:
         r = rows[i]

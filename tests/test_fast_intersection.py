@@ -33,9 +33,16 @@ def _broad_tasks(n: int, seed: int) -> list[IntersectionTask]:
         ego_entry = str(rng.choice(ENTRIES))
         tasks.append(
             IntersectionTask(
-                "broad", ego_entry, str(rng.choice(INTENTS)), float(rng.uniform(3, 12)), float(rng.uniform(20, 80)),
-                str(rng.choice([e for e in ENTRIES if e != ego_entry])), str(rng.choice(INTENTS)),
-                str(rng.choice(DRIVERS)), float(rng.uniform(3, 12)), float(rng.uniform(-3, 3)),
+                "broad",
+                ego_entry,
+                str(rng.choice(INTENTS)),
+                float(rng.uniform(3, 12)),
+                float(rng.uniform(20, 80)),
+                str(rng.choice([e for e in ENTRIES if e != ego_entry])),
+                str(rng.choice(INTENTS)),
+                str(rng.choice(DRIVERS)),
+                float(rng.uniform(3, 12)),
+                float(rng.uniform(-3, 3)),
             )
         )
     return tasks
@@ -63,7 +70,9 @@ def _reference_episode(env: gym.Env, actions: np.ndarray) -> tuple[np.ndarray, n
     return np.array(obs_list), np.array(rewards), outcome
 
 
-def _fast_episodes(env: FastIntersectionVectorEnv, actions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def _fast_episodes(
+    env: FastIntersectionVectorEnv, actions: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
     obs, _ = env.reset(seed=0)
     hist, rews, ends, infos = [obs], [], [], []
     for t in range(actions.shape[1]):
@@ -94,7 +103,9 @@ def _agreement(tasks, make_reference, fast_env, seed=0):
         outcome_ok += ref_outcome == f_outcome
         common = min(len(ref_rew), len(f_rew))
         steps += max(len(ref_rew), len(f_rew))
-        steps_ok += int((np.abs(ref_obs[1 : common + 1] - f_obs[1 : common + 1]).max(axis=1) <= OBS_TOL).sum())
+        steps_ok += int(
+            (np.abs(ref_obs[1 : common + 1] - f_obs[1 : common + 1]).max(axis=1) <= OBS_TOL).sum()
+        )
     return outcome_ok / len(tasks), steps_ok / steps
 
 
@@ -117,7 +128,7 @@ def test_lane_geometry_and_closest_lane_match_highway_env():
         np.testing.assert_allclose(_heading_at(tab, ids, s), [lane.heading_at(v) for v in s], atol=1e-12)
         x, y = _position(tab, ids, s)
         np.testing.assert_allclose(np.stack([x, y], 1), [lane.position(v, 0) for v in s], atol=1e-9)
-    expected = [tab.index(net.get_closest_lane_index(p, h)) for p, h in zip(pts, heading)]
+    expected = [tab.index(net.get_closest_lane_index(p, h)) for p, h in zip(pts, heading, strict=True)]
     assert closest.tolist() == expected
 
 
@@ -196,7 +207,10 @@ def test_spaces_shapes_dtypes(tasks):
     assert term.dtype == bool and trunc.dtype == bool
     assert info["crashed"].dtype == bool and info["arrived"].dtype == bool
     assert {k for k in info["rewards"] if not k.startswith("_")} == {
-        "collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward"
+        "collision_reward",
+        "high_speed_reward",
+        "arrived_reward",
+        "on_road_reward",
     }
     assert all(v.shape == (6,) for v in info["rewards"].values())
 
@@ -232,7 +246,7 @@ def test_episodes_truncate_at_duration(tasks):
         newly = (term | trunc) & (done_at < 0)
         done_at[newly] = t
         if t == 12:
-            assert ((done_at >= 0)).all()
+            assert (done_at >= 0).all()
             assert (trunc | (done_at < 12)).all()
 
 
@@ -247,7 +261,7 @@ def test_deterministic(tasks):
             obs, rew, term, trunc, _ = env.step(a)
             out += [obs, rew, term, trunc]
         runs.append(out)
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -273,7 +287,9 @@ def test_factory_fast_backend(tasks):
 def test_invalid_inputs(tasks):
     with pytest.raises(ValueError):
         FastIntersectionVectorEnv([])
-    other = dataclasses.replace(tasks[1], settings=dataclasses.replace(tasks[1].settings, simulation_frequency_hz=10))
+    other = dataclasses.replace(
+        tasks[1], settings=dataclasses.replace(tasks[1].settings, simulation_frequency_hz=10)
+    )
     with pytest.raises(ValueError, match="share their settings"):
         FastIntersectionVectorEnv([tasks[0], other])
     cont = dataclasses.replace(tasks[0], settings=dataclasses.replace(tasks[0].settings, action="continuous"))
@@ -326,7 +342,10 @@ def test_matches_highway_sync_vector_env_step_for_step_across_autoresets():
     ],
 )
 def test_settings_variants_match_reference(changes):
-    tasks = [dataclasses.replace(t, settings=dataclasses.replace(t.settings, **changes)) for t in _broad_tasks(8, 13)]
+    tasks = [
+        dataclasses.replace(t, settings=dataclasses.replace(t.settings, **changes))
+        for t in _broad_tasks(8, 13)
+    ]
     outcome, steps = _agreement(tasks, TwoVehicleIntersectionEnv, FastIntersectionVectorEnv(tasks), seed=2)
     assert outcome == 1.0 and steps == 1.0
 

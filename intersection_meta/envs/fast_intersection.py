@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -55,10 +56,10 @@ from gymnasium.vector.utils import batch_space
 from intersection_meta.tasks import APPROACH_LANE_LENGTH_M, ENTRIES, IntersectionSettings, IntersectionTask
 
 __all__ = [
+    "ROAD_ORDER_EGO_FIRST",
     "FastIntersectionVectorEnv",
     "LaneTable",
     "lane_table",
-    "ROAD_ORDER_EGO_FIRST",
 ]
 
 #: Order of the two vehicles in ``road.vehicles`` of the reference env (it matters for the collision
@@ -134,7 +135,9 @@ class LaneTable:
     twin: np.ndarray  # for approach/exit lanes: the opposite lane of the same arm, else -1
     packed_rows: np.ndarray  # (7, L): start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
     direction_headings: np.ndarray  # distinct straight-lane headings (rounded)
-    straight_direction: np.ndarray  # for each straight lane (in straight_ids order), its direction_headings index
+    straight_direction: (
+        np.ndarray
+    )  # for each straight lane (in straight_ids order), its direction_headings index
     from_id: np.ndarray  # node ids (index in sorted node names)
     to_id: np.ndarray
 
@@ -226,7 +229,9 @@ def lane_table() -> LaneTable:
         center_x=center[:, 0].copy(),
         center_y=center[:, 1].copy(),
         twin=_twin_lanes(circular, heading, bbox, np.array([lane.length for lane in lanes])),
-        packed_rows=np.ascontiguousarray(np.column_stack([start, direction, direction_lat, circular]).T.astype(np.float64)),
+        packed_rows=np.ascontiguousarray(
+            np.column_stack([start, direction, direction_lat, circular]).T.astype(np.float64)
+        ),
         direction_headings=_direction_groups(heading[~circular])[0],
         straight_direction=_direction_groups(heading[~circular])[1],
         from_id=np.array([nodes.index(f) for f, _, _ in names]),
@@ -249,20 +254,27 @@ def _direction_groups(headings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(reps), group
 
 
-def _twin_lanes(circular: np.ndarray, heading: np.ndarray, bbox: np.ndarray, length: np.ndarray) -> np.ndarray:
+def _twin_lanes(
+    circular: np.ndarray, heading: np.ndarray, bbox: np.ndarray, length: np.ndarray
+) -> np.ndarray:
     """For each long straight lane, the parallel opposite-direction lane of the same arm (-1 if none)."""
     twin = -np.ones(len(circular), dtype=np.int64)
     arm = np.nonzero(~circular & (length > 50))[0]
     for i in arm:
         for j in arm:
             opposite = abs(abs(_wrap_to_pi(np.array(heading[i] - heading[j]))) - np.pi) < 1e-6
-            gap = max(bbox[j, 0] - bbox[i, 1], bbox[i, 0] - bbox[j, 1], bbox[j, 2] - bbox[i, 3], bbox[i, 2] - bbox[j, 3])
+            gap = max(
+                bbox[j, 0] - bbox[i, 1],
+                bbox[i, 0] - bbox[j, 1],
+                bbox[j, 2] - bbox[i, 3],
+                bbox[i, 2] - bbox[j, 3],
+            )
             if i != j and opposite and gap < 5:
                 twin[i] = j
     return twin
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _route(lane: int, destination: str) -> tuple[int, ...]:
     """``ControlledVehicle.plan_route_to``: the current lane, then the BFS shortest path's roads."""
     tab = lane_table()
@@ -271,7 +283,7 @@ def _route(lane: int, destination: str) -> tuple[int, ...]:
         path = net.shortest_path(tab.to_node[lane], destination)
     except KeyError:
         path = []
-    return (lane,) + tuple(tab.index((path[i], path[i + 1], 0)) for i in range(len(path) - 1))
+    return (lane, *tuple(tab.index((path[i], path[i + 1], 0)) for i in range(len(path) - 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -280,7 +292,7 @@ def _route(lane: int, destination: str) -> tuple[int, ...]:
 def _wrap_to_pi(x: np.ndarray) -> np.ndarray:
     """``utils.wrap_to_pi``: ``((x + pi) % (2 pi)) - pi``, bit for bit.
 
-    For ``a = x + pi`` in ``[-2 pi, 2 pi)`` NumPy's float remainder is ``a`` or ``a + 2 pi`` (``fmod`` is exact
+    For ``a = x + pi`` in ``[-2 pi, 2 pi)`` NumPy's float remainder is ``a`` or ``a + 2 pi`` (exact ``fmod``
     there), so only arrays with other values go through the (slow) ``np.remainder``.
     """
     two_pi = 2 * np.pi
@@ -332,7 +344,9 @@ def _not_zero(x: np.ndarray, eps: float = 1e-2) -> np.ndarray:
     return np.where(np.abs(x) > eps, x, np.where(x >= 0, eps, -eps))
 
 
-def _local_coordinates(tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _local_coordinates(
+    tab: LaneTable, lane: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``lane.local_coordinates(position)`` for each element (straight or circular)."""
     g = np.take(tab.packed_rows, lane, axis=1)  # start_x, start_y, dir_x, dir_y, lat_x, lat_y, circular
     dx = x - g[0]
@@ -371,8 +385,12 @@ def _position(tab: LaneTable, lane: np.ndarray, s: np.ndarray) -> tuple[np.ndarr
     phi = turn * s / tab.radius[lane] + tab.start_phase[lane]
     rad = tab.radius[lane]
     circ = tab.circular[lane]
-    x = np.where(circ, tab.center[lane, 0] + rad * np.cos(phi), tab.start[lane, 0] + s * tab.direction[lane, 0])
-    y = np.where(circ, tab.center[lane, 1] + rad * np.sin(phi), tab.start[lane, 1] + s * tab.direction[lane, 1])
+    x = np.where(
+        circ, tab.center[lane, 0] + rad * np.cos(phi), tab.start[lane, 0] + s * tab.direction[lane, 0]
+    )
+    y = np.where(
+        circ, tab.center[lane, 1] + rad * np.sin(phi), tab.start[lane, 1] + s * tab.direction[lane, 1]
+    )
     return x, y
 
 
@@ -500,11 +518,15 @@ def _check_settings(tasks: Sequence[IntersectionTask]) -> IntersectionSettings:
 
     for t in tasks:
         if not isinstance(t, IntersectionTask):
-            raise TypeError(f"FastIntersectionVectorEnv takes IntersectionTask values, got {type(t).__name__}")
+            raise TypeError(
+                f"FastIntersectionVectorEnv takes IntersectionTask values, got {type(t).__name__}"
+            )
         validate_task(t)
     s0 = tasks[0].settings
     if s0.action != "discrete":
-        raise ValueError("the fast backend only simulates the discrete meta-action space (settings.action='discrete')")
+        raise ValueError(
+            "the fast backend only simulates the discrete meta-action space (settings.action='discrete')"
+        )
     for f in s0.observation_features:
         if f not in ("presence", "x", "y", "vx", "vy", "cos_h", "sin_h"):
             raise ValueError(f"observation feature {f!r} is not supported by the fast backend")
@@ -547,7 +569,7 @@ class FastIntersectionVectorEnv(VectorEnv):
     reward-term arrays), each with gymnasium's ``_key`` mask.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(
         self,
@@ -652,14 +674,26 @@ class FastIntersectionVectorEnv(VectorEnv):
         st, init, n = self._state, self._init, self.num_envs
         if not st:
             st.update(
-                x=np.zeros((n, 2)), y=np.zeros((n, 2)), heading=np.zeros((n, 2)), speed=np.zeros((n, 2)),
-                lane=np.zeros((n, 2), dtype=np.int64), target_lane=np.zeros((n, 2), dtype=np.int64),
-                route_ptr=np.zeros((n, 2), dtype=np.int64), target_speed=np.zeros((n, 2)),
-                speed_index=np.zeros(n, dtype=np.int64), steering=np.zeros((n, 2)), acceleration=np.zeros((n, 2)),
-                crashed=np.zeros((n, 2), dtype=bool), impact=np.zeros((n, 2, 2)),
-                has_impact=np.zeros((n, 2), dtype=bool), present=np.ones(n, dtype=bool),
-                yielding=np.zeros(n, dtype=bool), road_steps=np.zeros(n, dtype=np.int64),
-                time=np.zeros(n), elapsed_steps=np.zeros(n, dtype=np.int64), lane_margin=np.zeros((n, 2)),
+                x=np.zeros((n, 2)),
+                y=np.zeros((n, 2)),
+                heading=np.zeros((n, 2)),
+                speed=np.zeros((n, 2)),
+                lane=np.zeros((n, 2), dtype=np.int64),
+                target_lane=np.zeros((n, 2), dtype=np.int64),
+                route_ptr=np.zeros((n, 2), dtype=np.int64),
+                target_speed=np.zeros((n, 2)),
+                speed_index=np.zeros(n, dtype=np.int64),
+                steering=np.zeros((n, 2)),
+                acceleration=np.zeros((n, 2)),
+                crashed=np.zeros((n, 2), dtype=bool),
+                impact=np.zeros((n, 2, 2)),
+                has_impact=np.zeros((n, 2), dtype=bool),
+                present=np.ones(n, dtype=bool),
+                yielding=np.zeros(n, dtype=bool),
+                road_steps=np.zeros(n, dtype=np.int64),
+                time=np.zeros(n),
+                elapsed_steps=np.zeros(n, dtype=np.int64),
+                lane_margin=np.zeros((n, 2)),
             )
         for k, v in init.items():
             st[k][mask] = v[mask]
@@ -675,7 +709,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         st["elapsed_steps"][mask] = 0
 
     # --- gymnasium API -------------------------------------------------------------------------------------
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
         if isinstance(seed, (list, tuple)):
             seed = seed[0] if seed else None
         if seed is not None:
@@ -770,7 +806,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         ok = (ptr2 < rlen) & (tab.from_id[np.maximum(head2, 0)] == tab.to_id[cur])
         st["route_ptr"][i[ok], v[ok]] = ptr2[ok]
         st["target_lane"][i[ok], v[ok]] = head2[ok]
-        for a, b in zip(i[~ok], v[~ok]):
+        for a, b in zip(i[~ok], v[~ok], strict=True):
             self._next_lane(int(a), int(b))
 
     def _next_lane(self, i: int, v: int) -> None:
@@ -823,22 +859,30 @@ class FastIntersectionVectorEnv(VectorEnv):
         speed, sp_e = spd[:, _OTHER], spd[:, _EGO]
         h_o, h_e = heading[:, _OTHER], heading[:, _EGO]
         target = np.clip(st["target_speed"][k, _OTHER], 0, tab.speed_limit[lane])
-        free = _IDM_COMFORT_ACC_MAX * (1 - np.power(np.maximum(speed, 0) / np.abs(_not_zero(target)), _IDM_DELTA))
+        free = _IDM_COMFORT_ACC_MAX * (
+            1 - np.power(np.maximum(speed, 0) / np.abs(_not_zero(target)), _IDM_DELTA)
+        )
         # Gap along the current lane (lane_distance_to) and the desired gap (desired_gap, projected).
         s_self, _ = _local_coordinates(tab, lane, ox, oy)
         s_ego, lat_ego = _local_coordinates(tab, lane, ex, ey)
         d = s_ego - s_self
         cos_o, sin_o = np.cos(h_o), np.sin(h_o)
         dv = (speed * cos_o - sp_e * np.cos(h_e)) * cos_o + (speed * sin_o - sp_e * np.sin(h_e)) * sin_o
-        d_star = _IDM_DISTANCE_WANTED + speed * _IDM_TIME_WANTED + speed * dv / (
-            2 * np.sqrt(-_IDM_COMFORT_ACC_MAX * _IDM_COMFORT_ACC_MIN)
+        d_star = (
+            _IDM_DISTANCE_WANTED
+            + speed * _IDM_TIME_WANTED
+            + speed * dv / (2 * np.sqrt(-_IDM_COMFORT_ACC_MAX * _IDM_COMFORT_ACC_MIN))
         )
         with_front = free - _IDM_COMFORT_ACC_MAX * np.power(d_star / _not_zero(d), 2)
         present = st["present"][k]
 
-        def front_on(search_lane: np.ndarray, s_v: np.ndarray, lat_v: np.ndarray, s: np.ndarray) -> np.ndarray:
-            on = (np.abs(lat_v) <= tab.width[search_lane] / 2 + 1) & (-_VEHICLE_LENGTH_LANE <= s_v) & (
-                s_v < tab.length[search_lane] + _VEHICLE_LENGTH_LANE
+        def front_on(
+            search_lane: np.ndarray, s_v: np.ndarray, lat_v: np.ndarray, s: np.ndarray
+        ) -> np.ndarray:
+            on = (
+                (np.abs(lat_v) <= tab.width[search_lane] / 2 + 1)
+                & (-_VEHICLE_LENGTH_LANE <= s_v)
+                & (s_v < tab.length[search_lane] + _VEHICLE_LENGTH_LANE)
             )
             return on & (s <= s_v)
 
@@ -878,11 +922,19 @@ class FastIntersectionVectorEnv(VectorEnv):
         d_prev = np.abs(r) + np.maximum(s - length, 0) + np.maximum(0 - s, 0) + 1.0 * angle
         twin_safe = (tab.twin[lane] < 0) | (np.abs(r) + angle < _TWIN_SAFE)
         moved = (
-            np.abs(x - self._lane_ref["x"]) + np.abs(y - self._lane_ref["y"]) + np.abs(h - self._lane_ref["heading"])
+            np.abs(x - self._lane_ref["x"])
+            + np.abs(y - self._lane_ref["y"])
+            + np.abs(h - self._lane_ref["heading"])
         )
         new_lane, margin = _closest_lane(
-            tab, x.ravel(), y.ravel(), h.ravel(), lane.ravel(), (st["lane_margin"] - moved).ravel(),
-            d_prev.ravel(), twin_safe.ravel(),
+            tab,
+            x.ravel(),
+            y.ravel(),
+            h.ravel(),
+            lane.ravel(),
+            (st["lane_margin"] - moved).ravel(),
+            d_prev.ravel(),
+            twin_safe.ravel(),
         )
         n = self.num_envs
         st["lane"] = new_lane.reshape(n, 2)
@@ -911,7 +963,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         if meta_actions is not None:
             # action_type.act(action): MDPVehicle.act(meta-action) (its follow_road), then road.act() below.
             cur_index = self._speed_to_index(st["speed"][:, _EGO])
-            new_index = np.where(meta_actions == 2, cur_index + 1, np.where(meta_actions == 0, cur_index - 1, -1))
+            new_index = np.where(
+                meta_actions == 2, cur_index + 1, np.where(meta_actions == 0, cur_index - 1, -1)
+            )
             change = meta_actions != 1
             new_index = np.clip(new_index, 0, self._target_speeds.size - 1)
             st["speed_index"] = np.where(change, new_index, st["speed_index"])
@@ -938,8 +992,12 @@ class FastIntersectionVectorEnv(VectorEnv):
             steering[~present, _OTHER] = 0.0
             acceleration[~present, _OTHER] = 0.0
         if speed.max() > _MAX_SPEED or speed.min() < _MIN_SPEED:
-            acceleration = np.where(speed > _MAX_SPEED, np.minimum(acceleration, 1.0 * (_MAX_SPEED - speed)), acceleration)
-            acceleration = np.where(speed < _MIN_SPEED, np.maximum(acceleration, 1.0 * (_MIN_SPEED - speed)), acceleration)
+            acceleration = np.where(
+                speed > _MAX_SPEED, np.minimum(acceleration, 1.0 * (_MAX_SPEED - speed)), acceleration
+            )
+            acceleration = np.where(
+                speed < _MIN_SPEED, np.maximum(acceleration, 1.0 * (_MIN_SPEED - speed)), acceleration
+            )
         # road.step(dt): regulation, vehicle dynamics, collisions.
         st["road_steps"] += 1
         if self._regulated:
@@ -976,7 +1034,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         a, b = self._road_order()
         dx = st["x"][:, b] - st["x"][:, a]
         dy = st["y"][:, b] - st["y"][:, a]
-        near = st["present"] & (np.sqrt(dx * dx + dy * dy) <= (_DIAGONAL + _DIAGONAL) / 2 + st["speed"][:, a] * dt)
+        near = st["present"] & (
+            np.sqrt(dx * dx + dy * dy) <= (_DIAGONAL + _DIAGONAL) / 2 + st["speed"][:, a] * dt
+        )
         idx = np.nonzero(near)[0]
         if idx.size == 0:
             return
@@ -1007,7 +1067,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         # Remaining route (or [current lane]) as lanes, -1 padded.
         width = routes.shape[1]
         pos = ptr[:, None] + np.arange(width)[None, :]
-        rem = np.where(pos < rlen[:, None], np.take_along_axis(routes, np.minimum(pos, width - 1), axis=1), -1)
+        rem = np.where(
+            pos < rlen[:, None], np.take_along_axis(routes, np.minimum(pos, width - 1), axis=1), -1
+        )
         only_lane = np.full((k, width), -1, dtype=np.int64)
         only_lane[:, 0] = lane
         rem = np.where(has_route[:, None], rem, only_lane)
@@ -1108,8 +1170,10 @@ class FastIntersectionVectorEnv(VectorEnv):
         lane = st["lane"][:, _EGO]
         s, r = _local_coordinates(tab, lane, st["x"][:, _EGO], st["y"][:, _EGO])
         arrived = tab.is_exit[lane] & (s >= _EXIT_DISTANCE_M)
-        on_road = (np.abs(r) <= tab.width[lane] / 2) & (-_VEHICLE_LENGTH_LANE <= s) & (
-            s < tab.length[lane] + _VEHICLE_LENGTH_LANE
+        on_road = (
+            (np.abs(r) <= tab.width[lane] / 2)
+            & (-_VEHICLE_LENGTH_LANE <= s)
+            & (s < tab.length[lane] + _VEHICLE_LENGTH_LANE)
         )
         lo, hi = self._speed_range[:, 0], self._speed_range[:, 1]
         scaled = 0 + (st["speed"][:, _EGO] - lo) * (1 - 0) / (hi - lo)
@@ -1176,14 +1240,23 @@ def _front_distance(st: dict[str, np.ndarray], idx: np.ndarray, v: int, w: int) 
 
 def _polygons(x: np.ndarray, y: np.ndarray, heading: np.ndarray) -> np.ndarray:
     """``RoadObject.polygon()`` without the closing point: (K, 4, 2)."""
-    pts = np.array([[-_LENGTH / 2, -_WIDTH / 2], [-_LENGTH / 2, _WIDTH / 2], [_LENGTH / 2, _WIDTH / 2], [_LENGTH / 2, -_WIDTH / 2]])
+    pts = np.array(
+        [
+            [-_LENGTH / 2, -_WIDTH / 2],
+            [-_LENGTH / 2, _WIDTH / 2],
+            [_LENGTH / 2, _WIDTH / 2],
+            [_LENGTH / 2, -_WIDTH / 2],
+        ]
+    )
     c, s = np.cos(heading)[:, None], np.sin(heading)[:, None]
     px = c * pts[None, :, 0] + (-s) * pts[None, :, 1] + x[:, None]
     py = s * pts[None, :, 0] + c * pts[None, :, 1] + y[:, None]
     return np.stack([px, py], axis=-1)
 
 
-def _interval_distance(min_a: np.ndarray, max_a: np.ndarray, min_b: np.ndarray, max_b: np.ndarray) -> np.ndarray:
+def _interval_distance(
+    min_a: np.ndarray, max_a: np.ndarray, min_b: np.ndarray, max_b: np.ndarray
+) -> np.ndarray:
     return np.where(min_a < min_b, min_b - max_a, min_a - max_b)
 
 
