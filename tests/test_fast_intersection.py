@@ -155,6 +155,47 @@ def test_twin_lane_never_closer_when_safe():
     assert checked == 8 * 300
 
 
+def test_dot_and_norm_are_bitwise_numpy():
+    from intersection_meta.envs.fast_intersection import _dot2, _norm2
+
+    rng = np.random.default_rng(0)
+    u, w = rng.normal(size=(2000, 2)) * 10, rng.normal(size=(2000, 2))
+    assert np.array_equal(
+        _dot2(u[:, 0], u[:, 1], w[:, 0], w[:, 1]), [np.dot(a, b) for a, b in zip(u, w, strict=True)]
+    )
+    assert np.array_equal(_norm2(u[:, 0], u[:, 1]), [np.linalg.norm(a) for a in u])
+
+
+def test_polygons_and_separating_axis_test_are_bitwise_highway_env():
+    from highway_env import utils
+    from highway_env.vehicle.kinematics import Vehicle
+
+    from intersection_meta.envs.fast_intersection import _polygons, _polygons_intersecting, _velocity
+
+    rng = np.random.default_rng(0)
+    k, dt = 400, 1 / 15
+    xa, ya, ha, va = (
+        rng.uniform(-20, 20, k),
+        rng.uniform(-20, 20, k),
+        rng.uniform(-7, 7, k),
+        rng.uniform(0, 10, k),
+    )
+    xb, yb = xa + rng.uniform(-4, 4, k), ya + rng.uniform(-4, 4, k)
+    hb, vb = rng.uniform(-7, 7, k), rng.uniform(0, 10, k)
+    pa, pb = _polygons(xa, ya, ha), _polygons(xb, yb, hb)
+    inter, will, trans = _polygons_intersecting(pa, pb, _velocity(va, ha) * dt, _velocity(vb, hb) * dt)
+    assert will.sum() > 100
+    for i in range(k):
+        a, b = Vehicle(None, [xa[i], ya[i]], ha[i], va[i]), Vehicle(None, [xb[i], yb[i]], hb[i], vb[i])
+        assert np.array_equal(pa[i], a.polygon()[:4])
+        ref_i, ref_w, ref_t = utils.are_polygons_intersecting(
+            a.polygon(), b.polygon(), a.velocity * dt, b.velocity * dt
+        )
+        assert (ref_i, ref_w) == (inter[i], will[i])
+        if ref_w:
+            assert np.array_equal(ref_t, trans[i])
+
+
 def test_wrap_to_pi_is_bitwise_highway_env():
     x = np.concatenate([np.linspace(-20, 20, 10001), [-np.pi, np.pi, -3 * np.pi, 3 * np.pi, 0.0, -0.0]])
     ref = ((x + np.pi) % (2 * np.pi)) - np.pi

@@ -316,18 +316,23 @@ def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, e
 
 
-def _norm2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """``np.linalg.norm([dx, dy])`` bit for bit: NumPy computes ``sqrt(dot(v, v))`` and the BLAS dot of two
-    elements is ``fma(dy, dy, dx * dx)`` on FMA hardware; the fused multiply-add is emulated exactly
-    (TwoProduct + TwoSum). On hardware where the dot is not fused, the plain sum is used."""
-    c = dx * dx
+def _dot2(u0: np.ndarray, u1: np.ndarray, w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
+    """``np.dot([u0, u1], [w0, w1])`` bit for bit: NumPy's BLAS dot of two elements is
+    ``fma(u1, w1, u0 * w0)`` on FMA hardware; the fused multiply-add is emulated exactly (TwoProduct +
+    TwoSum). Where the dot is not fused, the plain sum is used."""
+    c = u0 * w0
     if not _dot_is_fused():
-        return np.sqrt(c + dy * dy)
-    p, e = _two_product(dy, dy)
+        return c + u1 * w1
+    p, e = _two_product(u1, w1)
     s = p + c
     bb = s - p
     t = (p - (s - bb)) + (c - bb)
-    return np.sqrt(s + (t + e))
+    return s + (t + e)
+
+
+def _norm2(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``np.linalg.norm([dx, dy])`` bit for bit (NumPy computes ``sqrt(dot(v, v))``)."""
+    return np.sqrt(_dot2(dx, dy, dx, dy))
 
 
 @functools.lru_cache(maxsize=1)
@@ -867,7 +872,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         s_ego, lat_ego = _local_coordinates(tab, lane, ex, ey)
         d = s_ego - s_self
         cos_o, sin_o = np.cos(h_o), np.sin(h_o)
-        dv = (speed * cos_o - sp_e * np.cos(h_e)) * cos_o + (speed * sin_o - sp_e * np.sin(h_e)) * sin_o
+        dv = _dot2(speed * cos_o - sp_e * np.cos(h_e), speed * sin_o - sp_e * np.sin(h_e), cos_o, sin_o)
         d_star = (
             _IDM_DISTANCE_WANTED
             + speed * _IDM_TIME_WANTED
@@ -1034,9 +1039,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         a, b = self._road_order()
         dx = st["x"][:, b] - st["x"][:, a]
         dy = st["y"][:, b] - st["y"][:, a]
-        near = st["present"] & (
-            np.sqrt(dx * dx + dy * dy) <= (_DIAGONAL + _DIAGONAL) / 2 + st["speed"][:, a] * dt
-        )
+        near = st["present"] & (_norm2(dx, dy) <= (_DIAGONAL + _DIAGONAL) / 2 + st["speed"][:, a] * dt)
         idx = np.nonzero(near)[0]
         if idx.size == 0:
             return
@@ -1099,7 +1102,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         a, b = self._road_order()
         ax, ay, ah = self._predict(idx, a)
         bx, by, bh = self._predict(idx, b)
-        close = ~(np.sqrt((bx - ax) ** 2 + (by - ay) ** 2) > _LENGTH)
+        close = ~(_norm2(bx - ax, by - ay) > _LENGTH)
         conflict = np.zeros(idx.size, dtype=bool)
         rows = np.nonzero(close.any(axis=1))[0]
         if rows.size:
@@ -1137,7 +1140,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         ex, ey = st["x"][:, _EGO], st["y"][:, _EGO]
         lane = st["lane"][:, _EGO]
         ox, oy = st["x"][:, _OTHER], st["y"][:, _OTHER]
-        dist = np.sqrt((ox - ex) ** 2 + (oy - ey) ** 2)
+        dist = _norm2(ox - ex, oy - ey)
         seen = st["present"] & (dist < _PERCEPTION_DISTANCE)
         if not self._see_behind:
             s_ego, _ = _local_coordinates(tab, lane, ex, ey)
@@ -1235,7 +1238,7 @@ def _velocity(speed: np.ndarray, heading: np.ndarray) -> np.ndarray:
 def _front_distance(st: dict[str, np.ndarray], idx: np.ndarray, v: int, w: int) -> np.ndarray:
     """``v.front_distance_to(w)`` = direction_v . (p_w - p_v)."""
     h = st["heading"][idx, v]
-    return np.cos(h) * (st["x"][idx, w] - st["x"][idx, v]) + np.sin(h) * (st["y"][idx, w] - st["y"][idx, v])
+    return _dot2(np.cos(h), np.sin(h), st["x"][idx, w] - st["x"][idx, v], st["y"][idx, w] - st["y"][idx, v])
 
 
 def _polygons(x: np.ndarray, y: np.ndarray, heading: np.ndarray) -> np.ndarray:
@@ -1269,16 +1272,16 @@ def _polygons_intersecting(
         p1 = poly
         p2 = np.roll(poly, -1, axis=1)
         nrm = np.stack([-p2[..., 1] + p1[..., 1], p2[..., 0] - p1[..., 0]], axis=-1)
-        normals.append(nrm / np.linalg.norm(nrm, axis=-1, keepdims=True))
+        normals.append(nrm / _norm2(nrm[..., 0], nrm[..., 1])[..., None])
     normals = np.concatenate(normals, axis=1)  # (K, 8, 2)
     nx, ny = normals[:, :, None, 0], normals[:, :, None, 1]
-    proj_a = a[:, None, :, 0] * nx + a[:, None, :, 1] * ny  # (K, 8, 4)
-    proj_b = b[:, None, :, 0] * nx + b[:, None, :, 1] * ny
+    proj_a = _dot2(a[:, None, :, 0], a[:, None, :, 1], nx, ny)  # (K, 8, 4): p.dot(normal)
+    proj_b = _dot2(b[:, None, :, 0], b[:, None, :, 1], nx, ny)
     min_a, max_a = proj_a.min(axis=2), proj_a.max(axis=2)
     min_b, max_b = proj_b.min(axis=2), proj_b.max(axis=2)
     intersecting = ~(_interval_distance(min_a, max_a, min_b, max_b) > 0).any(axis=1)
     dd = disp_a - disp_b
-    vp = normals[:, :, 0] * dd[:, None, 0] + normals[:, :, 1] * dd[:, None, 1]
+    vp = _dot2(normals[:, :, 0], normals[:, :, 1], dd[:, None, 0], dd[:, None, 1])
     min_a = np.where(vp < 0, min_a + vp, min_a)
     max_a = np.where(vp < 0, max_a, max_a + vp)
     distance = _interval_distance(min_a, max_a, min_b, max_b)
@@ -1286,7 +1289,7 @@ def _polygons_intersecting(
     k = np.argmin(np.abs(distance), axis=1)
     axis = normals[np.arange(a.shape[0]), k]
     d = a.mean(axis=1) - b.mean(axis=1)
-    sign = np.where((d * axis).sum(axis=1) > 0, 1.0, -1.0)
+    sign = np.where(_dot2(d[:, 0], d[:, 1], axis[:, 0], axis[:, 1]) > 0, 1.0, -1.0)
     translation = np.abs(distance[np.arange(a.shape[0]), k])[:, None] * sign[:, None] * axis
     return intersecting, will, translation
 
