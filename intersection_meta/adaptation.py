@@ -30,7 +30,7 @@ def meta_config(config: RunConfig) -> MetaConfig:
     return MetaConfig(inner_lr=config.inner_lr, inner_steps=config.inner_steps, directed_lr=config.directed_lr,
                       directed_lr_decay=config.directed_lr_decay, directed_mode=config.directed_mode,
                       gamma=config.gamma, gae_lambda=config.gae_lambda, baseline_reg=config.baseline_reg,
-                      entropy_coef=config.entropy_coef)
+                      entropy_coef=config.entropy_coef, normalize_advantages=config.normalize_advantages)
 
 
 def resolve_backend(backend: str, kind: str) -> str:

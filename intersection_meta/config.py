@@ -62,6 +62,8 @@ class RunConfig:
     directed_episodes: int = _f(20, "episodes sampled on the medium task for the directed step", low=1)
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
     gae_lambda: float = _f(1.0, "GAE lambda (1 = Monte-Carlo returns minus baseline)", low=0.0, high=1.0)
+    normalize_advantages: bool = _f(True, "normalise advantages per task (mean 0, std 1); false keeps their scale, "
+                                          "so tasks with larger return differences weigh more")
     entropy_coef: float = _f(0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain "
                                    "REINFORCE)", low=0.0)
     baseline_reg: float = _f(1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
