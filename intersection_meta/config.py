@@ -47,7 +47,7 @@ class RunConfig:
     backend: str = _f("auto", "simulator for intersection scenarios: fast (native batched), highway (highway-env), "
                               "auto (fast if available)", choices=BACKENDS)
     seed: int = _f(0, "run seed; every random stream derives from (seed, iteration, task index)", low=0)
-    iterations: int = _f(40, "number of meta-iterations", low=1)
+    iterations: int = _f(50, "number of meta-iterations", low=1)
     meta_batch_size: int = _f(20, "tasks per meta-iteration", low=1)
     episodes_per_task: int = _f(20, "episodes per task for each inner step and for the outer loss", low=1)
     inner_steps: int = _f(1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
@@ -69,10 +69,8 @@ class RunConfig:
     baseline_reg: float = _f(1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
     hidden_sizes: tuple[int, ...] = _f((64, 64), "hidden layer sizes of the policy MLP")
     eval_tasks: int = _f(40, "held-out tasks for the final evaluation", low=0)
-    eval_every: int = _f(0, "evaluate on held-out tasks every N iterations (0: only at the end)", low=0)
     checkpoint_every: int = _f(10, "keep a numbered checkpoint every N iterations (last.pt is always updated)",
                                low=1)
-    num_workers: int = _f(1, "processes for the highway backend (1: in-process SyncVectorEnv)", low=1)
 
     @property
     def directed(self) -> bool:
