@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-/work/venv/bin/python}
 PART=${1:-all}
 
-# 1. CartPole family: all six algorithms, 5 seeds, identical settings for each (~45 min on 2 shared cores).
+# 1. CartPole family: all six algorithms, 10 seeds, identical settings for each (~45 min on 2 shared cores).
 if [[ $PART == all || $PART == cartpole ]]; then
-$PY -m intersection_meta.bench --suite cartpole_physics --seeds 5 --iterations 35 --jobs 2 \
+$PY -m intersection_meta.bench --suite cartpole_physics --seeds 10 --iterations 35 --jobs 2 \
     --out runs/bench/cartpole_physics --report-dir docs/results/cartpole_physics \
     --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0
 fi

@@ -204,6 +204,34 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
+def paired_difference(
+    directed: dict[int, TargetHit | None], base: dict[int, TargetHit | None], key: str = "iteration"
+) -> tuple[float, float, int, int, int, int]:
+    """Per-seed ``directed - base`` of a target hit field, over the seeds where both reached the target.
+
+    Runs with the same seed share the policy initialisation and the task sequence, so the paired difference
+    removes most between-seed variance.
+
+    Returns:
+        ``(mean, ci_half_width, n, fewer, same, more)``: the mean difference with its 95% CI, the number of
+        paired seeds, and on how many of them the directed variant needed fewer / the same / more.
+    """
+    diffs = [
+        float(getattr(directed[s], key)) - float(getattr(base[s], key))
+        for s in sorted(set(directed) & set(base))
+        if directed[s] is not None and base[s] is not None
+    ]
+    mean, half = mean_ci(diffs)
+    return (
+        mean,
+        half,
+        len(diffs),
+        sum(d < 0 for d in diffs),
+        sum(d == 0 for d in diffs),
+        sum(d > 0 for d in diffs),
+    )
+
+
 # ----------------------------------------------------------------------------------------------------
 # Running
 # ----------------------------------------------------------------------------------------------------
@@ -528,6 +556,7 @@ def render_report(
     report_dir: Path,
     missing: Sequence[str],
     jobs: int = 1,
+    hits: dict[str, dict[int, TargetHit | None]] | None = None,
 ) -> str:
     """The Markdown report text."""
     lines = [
@@ -598,6 +627,22 @@ def render_report(
                 + f" | {_fmt_num(ratio(sd.time_per_iteration_s[0], sb.time_per_iteration_s[0]))} | "
                 f"{_fmt_num(ratio(sd.final_return[0], sb.final_return[0]))} |"
             )
+    if pairs and hits:
+        lines += [
+            "",
+            "Paired by seed (same initial policy and task sequence): mean difference directed - base with "
+            "95% CI, over seeds where both reached the target; fewer/same/more = seeds on which the directed "
+            "variant needed fewer/the same/more.",
+            "",
+            "| pair | Δ iterations to target | fewer/same/more | Δ env steps to target | fewer/same/more |",
+            "|---|---|---|---|---|",
+        ]
+        for d, b in pairs:
+            cells = []
+            for key, digits in (("iteration", 1), ("env_steps", 0)):
+                mean, half, n, fewer, same, more = paired_difference(hits.get(d, {}), hits.get(b, {}), key)
+                cells += [f"{_fmt((mean, half), digits)} (n={n})", f"{fewer}/{same}/{more}"]
+            lines.append(f"| {d} - {b} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Settings",
@@ -661,6 +706,12 @@ def make_report(
         report_dir=report_dir,
         missing=missing,
         jobs=jobs,
+        hits={
+            a: {s: time_to_target(runs[(a, s)], target, window) for s in seeds if (a, s) in runs}
+            for a in algos
+        }
+        if target is not None
+        else None,
     )
     path = report_dir / "report.md"
     path.write_text(text + "\n")

@@ -17,6 +17,7 @@ from intersection_meta.bench import (
     interpolate,
     mean_ci,
     moving_average,
+    paired_difference,
     ratio,
     t_critical_95,
     time_to_target,
@@ -82,6 +83,19 @@ def test_final_return_band_interpolate_ratio():
     )
     assert math.isnan(interpolate([1.0, 2.0], [0.0, 1.0], [5.0])[0])
     assert ratio(3.0, 4.0) == 0.75 and math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(float("nan"), 1.0))
+
+
+def test_paired_difference_over_seeds_both_reached():
+    def hit(it: int) -> TargetHit:
+        return TargetHit(iteration=it, wall_time_s=float(it), env_steps=100.0 * it)
+
+    directed = {0: hit(20), 1: hit(25), 2: hit(30), 3: None}
+    base = {0: hit(22), 1: hit(25), 2: hit(34), 3: hit(30)}
+    # diffs -2, 0, -4 (seed 3 unpaired): mean -2, sd 2, half-width 4.303 * 2 / sqrt(3)
+    mean, half, n, fewer, same, more = paired_difference(directed, base)
+    assert (mean, n, fewer, same, more) == (-2.0, 3, 2, 1, 0)
+    assert half == pytest.approx(4.303 * 2.0 / math.sqrt(3.0))
+    assert paired_difference(directed, base, "env_steps")[0] == pytest.approx(-200.0)
 
 
 def test_unknown_algorithm_is_a_clear_error(capsys):
