@@ -160,9 +160,9 @@ def time_to_target(rows: Sequence[dict[str, float]], target: float, window: int 
     return None
 
 
-def final_return(rows: Sequence[dict[str, float]], last: int = 3) -> float:
-    """Mean ``return_post`` of the last ``last`` iterations of a run (NaN for an empty run)."""
-    tail = [float(r["return_post"]) for r in rows[-last:]]
+def final_return(rows: Sequence[dict[str, float]], last: int = 3, key: str = "return_post") -> float:
+    """Mean ``key`` (default ``return_post``) over the last ``last`` iterations of a run (NaN if empty)."""
+    tail = [float(r.get(key, float("nan"))) for r in rows[-last:]]
     return sum(tail) / len(tail) if tail else float("nan")
 
 
@@ -386,6 +386,7 @@ class AlgoSummary:
     time_to_target_s: tuple[float, float]
     steps_to_target: tuple[float, float]
     final_return: tuple[float, float]
+    final_success: tuple[float, float]
     time_per_iteration_s: tuple[float, float]
     ms_per_1k_steps: tuple[float, float]
     peak_rss_mb: tuple[float, float]
@@ -425,6 +426,7 @@ def summarize(
         time_to_target_s=mean_ci([h.wall_time_s for h in got]),
         steps_to_target=mean_ci([h.env_steps for h in got]),
         final_return=mean_ci([final_return(rows) for rows in runs]),
+        final_success=mean_ci([final_return(rows, key="success_rate_post") for rows in runs]),
         time_per_iteration_s=mean_ci([sum(r["time_iteration_s"] for r in rows) / len(rows) for rows in runs]),
         ms_per_1k_steps=mean_ci(
             [1e6 * rows[-1]["wall_time_s"] / max(rows[-1]["env_steps"], 1) for rows in runs]
@@ -593,11 +595,16 @@ def render_report(
         "| final return | time / iteration [s] | ms / 1k env steps | peak RSS [MB] |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    with_success = any(not math.isnan(s.final_success[0]) for s in summaries)
+    if with_success:
+        lines[-2] += " final success rate |"
+        lines[-1] += "---|"
     for s in summaries:
         lines.append(
             f"| {s.algo} | {s.seeds} | {s.reached}/{s.seeds} | {_fmt(s.iters_to_target)} | "
             f"{_fmt(s.time_to_target_s)} | {_fmt(s.steps_to_target, 0)} | {_fmt(s.final_return)} | "
             f"{_fmt(s.time_per_iteration_s, 2)} | {_fmt(s.ms_per_1k_steps, 2)} | {_fmt(s.peak_rss_mb, 0)} |"
+            + (f" {_fmt(s.final_success, 2)} |" if with_success else "")
         )
     by_algo = {s.algo: s for s in summaries}
     pairs = [(d, b) for d, b in DIRECTED_PAIRS if d in by_algo and b in by_algo]
