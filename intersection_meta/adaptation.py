@@ -27,10 +27,18 @@ Params = dict[str, Tensor]
 
 def meta_config(config: RunConfig) -> MetaConfig:
     """The learner hyper-parameters of a run config (the algorithm name sets the flags in ``make_learner``)."""
-    return MetaConfig(inner_lr=config.inner_lr, inner_steps=config.inner_steps, directed_lr=config.directed_lr,
-                      directed_lr_decay=config.directed_lr_decay, directed_mode=config.directed_mode,
-                      gamma=config.gamma, gae_lambda=config.gae_lambda, baseline_reg=config.baseline_reg,
-                      entropy_coef=config.entropy_coef, normalize_advantages=config.normalize_advantages)
+    return MetaConfig(
+        inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps,
+        directed_lr=config.directed_lr,
+        directed_lr_decay=config.directed_lr_decay,
+        directed_mode=config.directed_mode,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        baseline_reg=config.baseline_reg,
+        entropy_coef=config.entropy_coef,
+        normalize_advantages=config.normalize_advantages,
+    )
 
 
 def resolve_backend(backend: str, kind: str) -> str:
@@ -40,7 +48,9 @@ def resolve_backend(backend: str, kind: str) -> str:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(allowed)}")
     if kind != "intersection":
         if backend == "fast":
-            raise ValueError(f"the fast backend simulates intersection scenarios only, not {kind}; use highway/auto")
+            raise ValueError(
+                f"the fast backend simulates intersection scenarios only, not {kind}; use highway/auto"
+            )
         return "highway"
     if backend == "auto":
         try:
@@ -63,9 +73,13 @@ class GroupedPolicy:
 
     def distribution(self, obs: Tensor, params: Any = None) -> Distribution:
         if obs.shape[0] != len(self.params_list) * self.group_size:
-            raise ValueError(f"expected {len(self.params_list) * self.group_size} observations, got {obs.shape[0]}")
-        dists = [self.policy.distribution(chunk, p)
-                 for chunk, p in zip(obs.split(self.group_size), self.params_list, strict=True)]
+            raise ValueError(
+                f"expected {len(self.params_list) * self.group_size} observations, got {obs.shape[0]}"
+            )
+        dists = [
+            self.policy.distribution(chunk, p)
+            for chunk, p in zip(obs.split(self.group_size), self.params_list, strict=True)
+        ]
         first = dists[0]
         if isinstance(first, Categorical):
             return Categorical(logits=torch.cat([d.logits for d in dists]))
@@ -114,22 +128,42 @@ def adapt_and_rollout(
         all_params: list[list[Params]] = []
         for step in range(adapt_steps + 1):
             grouped = GroupedPolicy(policy, current, episodes_per_task)
-            eps = collect_episodes(vec_env, grouped, None, seed=derive_seed(seed, step),
-                                   deterministic=deterministic_eval and step == adapt_steps)
+            eps = collect_episodes(
+                vec_env,
+                grouped,
+                None,
+                seed=derive_seed(seed, step),
+                deterministic=deterministic_eval and step == adapt_steps,
+            )
             per_task = split_by_task(eps, len(tasks))
             all_eps.append(per_task)
             all_params.append(current)
             if step < adapt_steps:
-                current = [learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, per_task)]
+                current = [
+                    learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, per_task, strict=False)
+                ]
         return AdaptationResult(all_eps, all_params)
     finally:
         vec_env.close()
 
 
-def adapt_to_task(checkpoint: Any, task: Task, *, adapt_steps: int, seed: int, backend: str = "highway",
-                  episodes_per_task: int | None = None) -> list[Params]:
+def adapt_to_task(
+    checkpoint: Any,
+    task: Task,
+    *,
+    adapt_steps: int,
+    seed: int,
+    backend: str = "highway",
+    episodes_per_task: int | None = None,
+) -> list[Params]:
     """Parameters before adaptation and after each of ``adapt_steps`` steps on ``task`` (element 0 = before)."""
     episodes = episodes_per_task or checkpoint.config.episodes_per_task
-    result = adapt_and_rollout(checkpoint.learner, [task], adapt_steps=adapt_steps, episodes_per_task=episodes,
-                               seed=seed, backend=resolve_backend(backend, task.kind))
+    result = adapt_and_rollout(
+        checkpoint.learner,
+        [task],
+        adapt_steps=adapt_steps,
+        episodes_per_task=episodes,
+        seed=seed,
+        backend=resolve_backend(backend, task.kind),
+    )
     return [step[0] for step in result.params]

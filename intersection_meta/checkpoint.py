@@ -45,10 +45,16 @@ def git_sha(repo_dir: Path | None = None) -> str:
     """The current commit (with ``-dirty`` if the tree has changes), or ``"unknown"``."""
     cwd = repo_dir or Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -59,8 +65,12 @@ def spaces_to_dict(obs_space: gym.Space, act_space: gym.Space) -> dict[str, Any]
     if isinstance(act_space, gym.spaces.Discrete):
         action = {"type": "discrete", "n": int(act_space.n)}
     else:
-        action = {"type": "box", "dim": int(act_space.shape[0]), "low": [float(x) for x in act_space.low],
-                  "high": [float(x) for x in act_space.high]}
+        action = {
+            "type": "box",
+            "dim": int(act_space.shape[0]),
+            "low": [float(x) for x in act_space.low],
+            "high": [float(x) for x in act_space.high],
+        }
     return {"obs_dim": obs_dim, "action": action}
 
 
@@ -85,6 +95,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary shareable files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -106,14 +117,17 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files (pickle, zip, runtime)
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise CheckpointError(f"{path}: not an intersection_meta checkpoint (no format_version)")
     version = data["format_version"]
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format_version {version} is not supported; this version of "
-                              f"intersection_meta reads format_version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format_version {version} is not supported; this version of "
+            f"intersection_meta reads format_version {FORMAT_VERSION}"
+        )
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CheckpointError(f"{path}: checkpoint is missing {missing}")
@@ -161,17 +175,28 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
 
         wanted = load_scenario(scenario).name
         if wanted != sc.name:
-            raise CheckpointError(f"{raw['path']}: checkpoint was trained on scenario '{sc.name}', not '{wanted}'; "
-                                  f"pass --scenario {sc.name} or a checkpoint trained on '{wanted}'")
+            raise CheckpointError(
+                f"{raw['path']}: checkpoint was trained on scenario '{sc.name}', not '{wanted}'; "
+                f"pass --scenario {sc.name} or a checkpoint trained on '{wanted}'"
+            )
     obs_space, act_space = spaces_from_dict(raw["spaces"])
     policy = build_policy(obs_space, act_space, hidden=config.hidden_sizes)
     try:
         policy.load_state_dict(raw["policy_state"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{raw['path']}: policy weights do not match the stored config: "
-                              f"{str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{raw['path']}: policy weights do not match the stored config: {str(exc).splitlines()[0]}"
+        ) from None
     learner = make_learner(raw["algo"], policy, meta_config(config))
     if raw["meta_state"]:
         learner.load_state_dict(raw["meta_state"])
-    return Checkpoint(path=raw["path"], algo=raw["algo"], iteration=int(raw["iteration"]), config=config,
-                      scenario=sc, policy=policy, learner=learner, raw=raw)
+    return Checkpoint(
+        path=raw["path"],
+        algo=raw["algo"],
+        iteration=int(raw["iteration"]),
+        config=config,
+        scenario=sc,
+        policy=policy,
+        learner=learner,
+        raw=raw,
+    )

@@ -17,7 +17,14 @@ from typing import Any
 
 import yaml
 
-ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "meta_sgd", "directed_maml", "directed_fomaml", "directed_meta_sgd")
+ALGORITHMS: tuple[str, ...] = (
+    "maml",
+    "fomaml",
+    "meta_sgd",
+    "directed_maml",
+    "directed_fomaml",
+    "directed_meta_sgd",
+)
 BACKENDS: tuple[str, ...] = ("auto", "fast", "highway")
 DIRECTED_MODES: tuple[str, ...] = ("pg", "fomaml")
 
@@ -30,8 +37,14 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
 
-def _f(default: Any, help: str, *, choices: tuple[str, ...] = (), low: float | None = None,
-       high: float | None = None) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
     meta = {"help": help, "choices": choices, "low": low, "high": high}
     if isinstance(default, list | tuple):
         return field(default_factory=lambda: tuple(default), metadata=meta)
@@ -44,33 +57,49 @@ class RunConfig:
 
     scenario: str = _f("yield_left", "scenario name (scenarios/NAME.yaml) or path to a scenario file")
     algo: str = _f("directed_maml", "meta-learner", choices=ALGORITHMS)
-    backend: str = _f("auto", "simulator for intersection scenarios: fast (native batched), highway (highway-env), "
-                              "auto (fast if available)", choices=BACKENDS)
+    backend: str = _f(
+        "auto",
+        "simulator for intersection scenarios: fast (native batched), highway (highway-env), "
+        "auto (fast if available)",
+        choices=BACKENDS,
+    )
     seed: int = _f(0, "run seed; every random stream derives from (seed, iteration, task index)", low=0)
     iterations: int = _f(50, "number of meta-iterations", low=1)
     meta_batch_size: int = _f(20, "tasks per meta-iteration", low=1)
     episodes_per_task: int = _f(20, "episodes per task for each inner step and for the outer loss", low=1)
     inner_steps: int = _f(1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
-    inner_lr: float = _f(0.5, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0)
+    inner_lr: float = _f(
+        0.5, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0
+    )
     meta_lr: float = _f(0.003, "outer Adam step size", low=0.0)
     outer_grad_clip: float = _f(1.0, "max global norm of the outer gradient (0 disables clipping)", low=0.0)
     directed_lr: float = _f(0.05, "step size of the Directed-* first-order step on the medium task", low=0.0)
-    directed_lr_decay: float = _f(1.0, "multiplicative decay of directed_lr per iteration (1 = constant)",
-                                  low=0.0, high=1.0)
-    directed_mode: str = _f("pg", "directed step: pg (plain policy-gradient step on the medium task) or fomaml "
-                                  "(first-order adapt-then-step on it)", choices=DIRECTED_MODES)
+    directed_lr_decay: float = _f(
+        1.0, "multiplicative decay of directed_lr per iteration (1 = constant)", low=0.0, high=1.0
+    )
+    directed_mode: str = _f(
+        "pg",
+        "directed step: pg (plain policy-gradient step on the medium task) or fomaml "
+        "(first-order adapt-then-step on it)",
+        choices=DIRECTED_MODES,
+    )
     directed_episodes: int = _f(20, "episodes sampled on the medium task for the directed step", low=1)
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
     gae_lambda: float = _f(1.0, "GAE lambda (1 = Monte-Carlo returns minus baseline)", low=0.0, high=1.0)
-    normalize_advantages: bool = _f(True, "normalise advantages per task (mean 0, std 1); false keeps their scale, "
-                                          "so tasks with larger return differences weigh more")
-    entropy_coef: float = _f(0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain "
-                                   "REINFORCE)", low=0.0)
+    normalize_advantages: bool = _f(
+        True,
+        "normalise advantages per task (mean 0, std 1); false keeps their scale, "
+        "so tasks with larger return differences weigh more",
+    )
+    entropy_coef: float = _f(
+        0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain REINFORCE)", low=0.0
+    )
     baseline_reg: float = _f(1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
     hidden_sizes: tuple[int, ...] = _f((64, 64), "hidden layer sizes of the policy MLP")
     eval_tasks: int = _f(40, "held-out tasks for the final evaluation", low=0)
-    checkpoint_every: int = _f(10, "keep a numbered checkpoint every N iterations (last.pt is always updated)",
-                               low=1)
+    checkpoint_every: int = _f(
+        10, "keep a numbered checkpoint every N iterations (last.pt is always updated)", low=1
+    )
 
     @property
     def directed(self) -> bool:
@@ -100,8 +129,11 @@ def _convert(source: str, key: str, f: Any, value: Any) -> Any:
 
     origin = typing.get_origin(hint)
     if origin is tuple:
-        if not isinstance(value, list | tuple) or not value or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        if (
+            not isinstance(value, list | tuple)
+            or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
             raise bad("a non-empty list of positive integers, e.g. [64, 64]")
         return tuple(int(v) for v in value)
     if hint is bool:
@@ -113,8 +145,13 @@ def _convert(source: str, key: str, f: Any, value: Any) -> Any:
             raise bad("a string")
         if meta["choices"] and value not in meta["choices"]:
             close = difflib.get_close_matches(value, meta["choices"], n=1)
-            raise ConfigError(source, key, f"got {value!r}" + (f" (did you mean '{close[0]}'?)" if close else "")
-                              + f"; expected one of {', '.join(meta['choices'])}")
+            raise ConfigError(
+                source,
+                key,
+                f"got {value!r}"
+                + (f" (did you mean '{close[0]}'?)" if close else "")
+                + f"; expected one of {', '.join(meta['choices'])}",
+            )
         return value
     if hint in (int, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -124,7 +161,9 @@ def _convert(source: str, key: str, f: Any, value: Any) -> Any:
             raise bad("an integer" if hint is int else "a number")
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("a finite number")
-        if (meta["low"] is not None and value < meta["low"]) or (meta["high"] is not None and value > meta["high"]):
+        if (meta["low"] is not None and value < meta["low"]) or (
+            meta["high"] is not None and value > meta["high"]
+        ):
             lo = "-inf" if meta["low"] is None else meta["low"]
             hi = "inf" if meta["high"] is None else meta["high"]
             raise bad(f"a value in [{lo}, {hi}]")
@@ -132,15 +171,22 @@ def _convert(source: str, key: str, f: Any, value: Any) -> Any:
     raise AssertionError(f"unsupported config type {hint}")  # internal
 
 
-def make_config(values: Mapping[str, Any], *, source: str = "<config>", base: RunConfig | None = None) -> RunConfig:
+def make_config(
+    values: Mapping[str, Any], *, source: str = "<config>", base: RunConfig | None = None
+) -> RunConfig:
     """Validate ``values`` (a mapping of field names) on top of ``base`` (default: the defaults)."""
     by_name = {f.name: f for f in fields(RunConfig)}
     current = (base or RunConfig()).to_dict()
     for key, value in values.items():
         if key not in by_name:
             close = difflib.get_close_matches(str(key), list(by_name), n=1)
-            raise ConfigError(source, str(key), "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
-                              + "; see --help-config for the list")
+            raise ConfigError(
+                source,
+                str(key),
+                "unknown key"
+                + (f" (did you mean '{close[0]}'?)" if close else "")
+                + "; see --help-config for the list",
+            )
         current[key] = _convert(source, str(key), by_name[key], value)
     current["hidden_sizes"] = tuple(current["hidden_sizes"])
     return RunConfig(**current)
@@ -175,5 +221,3 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(p), "", "expected a mapping of config keys")
     return data
-
-

@@ -91,8 +91,14 @@ def evaluate_checkpoint(
     episodes = episodes_per_task or checkpoint.config.episodes_per_task
     backend = resolve_backend(backend, sc.kind)
     tasks = sc.sample_tasks(n_tasks, seed=derive_seed(seed, HELD_OUT_SEED_KEY))
-    result = adapt_and_rollout(checkpoint.learner, tasks, adapt_steps=adapt_steps, episodes_per_task=episodes,
-                               seed=derive_seed(seed, HELD_OUT_SEED_KEY, 1), backend=backend)
+    result = adapt_and_rollout(
+        checkpoint.learner,
+        tasks,
+        adapt_steps=adapt_steps,
+        episodes_per_task=episodes,
+        seed=derive_seed(seed, HELD_OUT_SEED_KEY, 1),
+        backend=backend,
+    )
     steps = []
     for k, per_task in enumerate(result.episodes):
         task_returns = [float(e.returns.mean()) for e in per_task]
@@ -105,14 +111,23 @@ def evaluate_checkpoint(
                 p, plo, phi = wilson_interval(count, n)
                 row[f"{name}_rate"], row[f"{name}_ci"] = p, [plo, phi]
         steps.append(row)
-    return {"scenario": sc.name, "algo": checkpoint.algo, "iteration": checkpoint.iteration,
-            "tasks": n_tasks, "episodes_per_task": episodes, "backend": backend,
-            "task_ids": [t.task_id for t in tasks], "steps": steps}
+    return {
+        "scenario": sc.name,
+        "algo": checkpoint.algo,
+        "iteration": checkpoint.iteration,
+        "tasks": n_tasks,
+        "episodes_per_task": episodes,
+        "backend": backend,
+        "task_ids": [t.task_id for t in tasks],
+        "steps": steps,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"{report['algo']} on {report['scenario']} (iteration {report['iteration']}): {report['tasks']} held-out "
-             f"tasks x {report['episodes_per_task']} episodes, backend {report['backend']}"]
+    lines = [
+        f"{report['algo']} on {report['scenario']} (iteration {report['iteration']}): {report['tasks']} held-out "
+        f"tasks x {report['episodes_per_task']} episodes, backend {report['backend']}"
+    ]
     header = f"{'step':>4}  {'return (95% CI)':>26}"
     has_rates = "success_rate" in report["steps"][0]
     if has_rates:
@@ -129,18 +144,33 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m intersection_meta.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m intersection_meta.evaluate", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint .pt file or run directory")
     p.add_argument("--scenario", help="evaluate on this scenario (must match the checkpoint's, or use --set)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override scenario keys for evaluation, e.g. --set other.speed_mps=[6,9]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override scenario keys for evaluation, e.g. --set other.speed_mps=[6,9]",
+    )
     p.add_argument("--tasks", type=int, default=40, help="number of held-out tasks (default 40)")
-    p.add_argument("--adapt-steps", type=int, default=None, help="adaptation steps (default: the run's inner_steps)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task and step (default: the run's)")
+    p.add_argument(
+        "--adapt-steps", type=int, default=None, help="adaptation steps (default: the run's inner_steps)"
+    )
+    p.add_argument(
+        "--episodes", type=int, default=None, help="episodes per task and step (default: the run's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     p.add_argument("--backend", default="auto", choices=("auto", "fast", "highway"), help="simulator")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: fastest for these small networks)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest for these small networks)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -164,17 +194,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 from intersection_meta.scenario import Scenario, apply_overrides
 
-                scenario = Scenario.from_dict(apply_overrides(ckpt.scenario.to_dict(), args.set, ckpt.path),
-                                              source=f"{ckpt.path} (with --set {' '.join(args.set)})")
+                scenario = Scenario.from_dict(
+                    apply_overrides(ckpt.scenario.to_dict(), args.set, ckpt.path),
+                    source=f"{ckpt.path} (with --set {' '.join(args.set)})",
+                )
             if scenario.kind != ckpt.scenario.kind:
-                raise CheckpointError(f"{ckpt.path}: trained on a {ckpt.scenario.kind} scenario, cannot evaluate on "
-                                      f"{scenario.kind}")
+                raise CheckpointError(
+                    f"{ckpt.path}: trained on a {ckpt.scenario.kind} scenario, cannot evaluate on "
+                    f"{scenario.kind}"
+                )
         adapt_steps = ckpt.config.inner_steps if args.adapt_steps is None else args.adapt_steps
         if adapt_steps < 0:
             raise ValueError(f"--adapt-steps must be >= 0, got {adapt_steps}")
-        report = evaluate_checkpoint(ckpt, n_tasks=args.tasks, adapt_steps=adapt_steps,
-                                     episodes_per_task=args.episodes, seed=args.seed, backend=args.backend,
-                                     scenario=scenario)
+        report = evaluate_checkpoint(
+            ckpt,
+            n_tasks=args.tasks,
+            adapt_steps=adapt_steps,
+            episodes_per_task=args.episodes,
+            seed=args.seed,
+            backend=args.backend,
+            scenario=scenario,
+        )
     except (CheckpointError, ScenarioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

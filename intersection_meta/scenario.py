@@ -17,6 +17,7 @@ YAML errors raise :class:`ScenarioError`, whose message names the file, the key 
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,7 +58,7 @@ class ScenarioError(ValueError):
         super().__init__(where + message)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Parameter distributions
 
 
@@ -120,7 +121,7 @@ class Choice:
 Param = Fixed | Range | Choice
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Schema: one declarative table per kind. A leaf is a _Leaf; a section is a dict of leaves.
 
 
@@ -176,7 +177,9 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
         "entry": _Leaf("enum", default="south", allowed=ENTRIES, sampled=True),
         "intent": _Leaf("enum", default="left", allowed=INTENTS, sampled=True),
         "speed_mps": _Leaf("float", default=8.0, sampled=True, **_SPEED),
-        "distance_to_stop_m": _Leaf("float", default=40.0, low=5.0, high=APPROACH_LANE_LENGTH_M, sampled=True),
+        "distance_to_stop_m": _Leaf(
+            "float", default=40.0, low=5.0, high=APPROACH_LANE_LENGTH_M, sampled=True
+        ),
     },
     "other": {
         "entry": _Leaf("enum", default="north", allowed=ENTRIES, sampled=True),
@@ -207,8 +210,10 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
     },
 }
 
-_COMMON_TOP = {k: _INTERSECTION_SCHEMA[k] for k in ("version", "name", "kind", "description", "target_return",
-                                                      "medium_task")}
+_COMMON_TOP = {
+    k: _INTERSECTION_SCHEMA[k]
+    for k in ("version", "name", "kind", "description", "target_return", "medium_task")
+}
 _CARTPOLE_SCHEMA: dict[str, Any] = {
     **_COMMON_TOP,
     "physics": {
@@ -224,8 +229,9 @@ _LUNARLANDER_SCHEMA: dict[str, Any] = {
     **_COMMON_TOP,
     "physics": {
         # gymnasium's LunarLander-v3 asserts -12 < gravity < 0, 0 <= wind_power <= 20, 0 <= turbulence <= 2.
-        "gravity_mps2": _Leaf("float", default=-10.0, low=-12.0, high=0.0, low_open=True, high_open=True,
-                              sampled=True),
+        "gravity_mps2": _Leaf(
+            "float", default=-10.0, low=-12.0, high=0.0, low_open=True, high_open=True, sampled=True
+        ),
         "enable_wind": _Leaf("bool", default=False),
         "wind_power": _Leaf("float", default=15.0, low=0.0, high=20.0, sampled=True),
         "turbulence_power": _Leaf("float", default=1.5, low=0.0, high=2.0, sampled=True),
@@ -287,8 +293,12 @@ class _Validator:
 
     def leaf(self, key: str, leaf: _Leaf, v: Any) -> Any:
         if leaf.type == "float_pair":
-            if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) and math.isfinite(x) for x in v)
-                    and v[0] < v[1]):
+            if not (
+                isinstance(v, list)
+                and len(v) == 2
+                and all(_is_number(x) and math.isfinite(x) for x in v)
+                and v[0] < v[1]
+            ):
                 raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
             return [float(x) for x in v]
         if leaf.type == "float_list":
@@ -296,7 +306,7 @@ class _Validator:
             if not isinstance(v, list) or not v:
                 raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
             out = [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
-            if any(b <= a for a, b in zip(out, out[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(out)):
                 raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
             return out
         if leaf.type == "enum_list":
@@ -315,8 +325,9 @@ class _Validator:
                 raise self.fail(key, f"unknown key(s) {extra} in a choice; write {{choice: [a, b, ...]}}")
             opts = v["choice"]
             if not isinstance(opts, list) or not opts:
-                raise self.fail(f"{key}.choice", f"got {opts!r}; expected a non-empty list of options "
-                                                 f"({leaf.describe()})")
+                raise self.fail(
+                    f"{key}.choice", f"got {opts!r}; expected a non-empty list of options ({leaf.describe()})"
+                )
             plain = replace(leaf, sampled=False)
             vals = tuple(self.scalar(f"{key}.choice[{i}]", plain, o) for i, o in enumerate(opts))
             if len(set(vals)) != len(vals):
@@ -331,8 +342,11 @@ class _Validator:
             lo = self.scalar(f"{key}[0]", plain, v[0])
             hi = self.scalar(f"{key}[1]", plain, v[1])
             if not lo < hi:
-                raise self.fail(key, f"got the empty range {v!r}; a range needs low < high "
-                                     f"(for a fixed value write a single number)")
+                raise self.fail(
+                    key,
+                    f"got the empty range {v!r}; a range needs low < high "
+                    f"(for a fixed value write a single number)",
+                )
             return Range(lo, hi)
         return Fixed(self.scalar(key, replace(leaf, sampled=False), v))
 
@@ -340,7 +354,9 @@ class _Validator:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise self.fail(prefix or "(top level)", f"got {type(data).__name__} {data!r}; expected a mapping")
+            raise self.fail(
+                prefix or "(top level)", f"got {type(data).__name__} {data!r}; expected a mapping"
+            )
         for k in data:
             if k not in schema:
                 raise self.fail(_join(prefix, str(k)), "unknown key" + _did_you_mean(str(k), list(schema)))
@@ -354,7 +370,7 @@ class _Validator:
                 if sub.required:
                     raise self.fail(path, f"missing required key; expected {sub.describe()}")
                 default = sub.default
-                out[k] = (Fixed(default) if sub.sampled else default)
+                out[k] = Fixed(default) if sub.sampled else default
                 continue
             if sub.type == "medium":
                 out[k] = data[k]  # validated later against the parameters
@@ -369,7 +385,7 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # The Scenario value
 
 
@@ -382,7 +398,8 @@ class Scenario:
     source: str
     description: str
     target_return: float | None
-    #: Validated, normalised sections (sampled keys are Fixed/Range/Choice), e.g. ``spec["other"]["speed_mps"]``.
+    #: Validated, normalised sections (sampled keys are Fixed/Range/Choice),
+    #: e.g. ``spec["other"]["speed_mps"]``.
     spec: Mapping[str, Any] = field(repr=False)
     #: The concrete medium task's sampled values, by dotted key.
     medium_values: Mapping[str, Any] = field(repr=False)
@@ -392,16 +409,28 @@ class Scenario:
     def from_dict(cls, data: Any, *, source: str = "<dict>") -> Scenario:
         """Validate a parsed YAML mapping. Raises :class:`ScenarioError`."""
         if data is None:
-            raise ScenarioError(source, "", "the file is empty; expected a scenario mapping (see scenarios/*.yaml)")
+            raise ScenarioError(
+                source, "", "the file is empty; expected a scenario mapping (see scenarios/*.yaml)"
+            )
         if not isinstance(data, dict):
-            raise ScenarioError(source, "(top level)", f"got {type(data).__name__}; expected a mapping of keys")
+            raise ScenarioError(
+                source, "(top level)", f"got {type(data).__name__}; expected a mapping of keys"
+            )
         kind = data.get("kind")
         if kind is None:
             raise ScenarioError(source, "kind", f"missing required key; expected one of {', '.join(KINDS)}")
         if kind not in SCHEMAS:
-            raise ScenarioError(source, "kind", f"got {kind!r}" + (
-                f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(str(kind), KINDS, n=1)) else "")
-                + f"; expected one of {', '.join(KINDS)}")
+            raise ScenarioError(
+                source,
+                "kind",
+                f"got {kind!r}"
+                + (
+                    f" (did you mean '{m[0]}'?)"
+                    if (m := difflib.get_close_matches(str(kind), KINDS, n=1))
+                    else ""
+                )
+                + f"; expected one of {', '.join(KINDS)}",
+            )
         v = _Validator(source)
         spec = v.section("", SCHEMAS[kind], data)
         if kind == "intersection":
@@ -410,8 +439,15 @@ class Scenario:
         medium = _resolve_medium(v, spec, data.get("medium_task", "midpoint"))
         if kind == "intersection":
             _check_intersection_values(v, "medium_task", medium)
-        return cls(name=spec["name"], kind=kind, source=source, description=spec["description"],
-                   target_return=spec["target_return"], spec=spec, medium_values=medium)
+        return cls(
+            name=spec["name"],
+            kind=kind,
+            source=source,
+            description=spec["description"],
+            target_return=spec["target_return"],
+            spec=spec,
+            medium_values=medium,
+        )
 
     # ---- the distribution ----------------------------------------------------------------------------------
     def sampled_keys(self) -> dict[str, Param]:
@@ -422,11 +458,13 @@ class Scenario:
         return {k: p.sample(rng) for k, p in self.sampled_keys().items()}
 
     def sample_tasks(self, n: int, seed: int = 0) -> list[Task]:
-        """``n`` tasks; task ``i`` depends only on ``(seed, i)``, so a prefix of a larger sample is the same."""
+        """``n`` tasks; task ``i`` depends only on ``(seed, i)``: a prefix of a larger sample is the same."""
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        return [self.task_from_values(self.sample_values(np.random.default_rng(derive_seed(seed, i))))
-                for i in range(n)]
+        return [
+            self.task_from_values(self.sample_values(np.random.default_rng(derive_seed(seed, i))))
+            for i in range(n)
+        ]
 
     def medium_task(self) -> Task:
         """The representative task used by the Directed-* step (``medium_task:`` in the file)."""
@@ -453,12 +491,16 @@ class Scenario:
             )
             return IntersectionTask(
                 scenario=self.name,
-                ego_entry=values["ego.entry"], ego_intent=values["ego.intent"],
+                ego_entry=values["ego.entry"],
+                ego_intent=values["ego.intent"],
                 ego_speed_mps=float(values["ego.speed_mps"]),
                 ego_distance_to_stop_m=float(values["ego.distance_to_stop_m"]),
-                other_entry=values["other.entry"], other_intent=values["other.intent"],
-                other_driver=values["other.driver"], other_speed_mps=float(values["other.speed_mps"]),
-                time_gap_s=float(values["other.time_gap_s"]), settings=settings,
+                other_entry=values["other.entry"],
+                other_intent=values["other.intent"],
+                other_driver=values["other.driver"],
+                other_speed_mps=float(values["other.speed_mps"]),
+                time_gap_s=float(values["other.time_gap_s"]),
+                settings=settings,
             )
         if self.kind == "cartpole":
             return CartPoleTask(
@@ -518,8 +560,11 @@ def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[st
     if raw == "midpoint":
         return medium
     if not isinstance(raw, dict):
-        raise v.fail("medium_task", f"got {raw!r}; expected 'midpoint' or a mapping of concrete values, e.g. "
-                                    f"{{other: {{speed_mps: 7.5}}}} (unlisted keys take their midpoint)")
+        raise v.fail(
+            "medium_task",
+            f"got {raw!r}; expected 'midpoint' or a mapping of concrete values, e.g. "
+            f"{{other: {{speed_mps: 7.5}}}} (unlisted keys take their midpoint)",
+        )
     sections = sorted({k.split(".")[0] for k in params})
     for sec, sub in raw.items():
         if sec not in sections:
@@ -541,34 +586,58 @@ def _check_intersection(v: _Validator, spec: Mapping[str, Any]) -> None:
     ego, other = spec["ego"], spec["other"]
     shared = set(ego["entry"].values()) & set(other["entry"].values())
     if shared:
-        raise v.fail("other.entry", f"the other vehicle can enter from {sorted(shared)}, the ego's approach too; "
-                                    "both vehicles on one approach is not a crossing. Use different entries")
+        raise v.fail(
+            "other.entry",
+            f"the other vehicle can enter from {sorted(shared)}, the ego's approach too; "
+            "both vehicles on one approach is not a crossing. Use different entries",
+        )
     # The other vehicle's start distance d_o = v_o * (d_e / v_e + gap) is monotone in each parameter, so its
     # extremes over the box of ranges are at the corners.
-    import itertools
-
-    for ve, de, vo, gap in itertools.product(ego["speed_mps"].values(), ego["distance_to_stop_m"].values(),
-                                             other["speed_mps"].values(), other["time_gap_s"].values()):
-        _check_intersection_values(v, "other.time_gap_s", {
-            "ego.speed_mps": ve, "ego.distance_to_stop_m": de, "other.speed_mps": vo, "other.time_gap_s": gap})
+    for ve, de, vo, gap in itertools.product(
+        ego["speed_mps"].values(),
+        ego["distance_to_stop_m"].values(),
+        other["speed_mps"].values(),
+        other["time_gap_s"].values(),
+    ):
+        _check_intersection_values(
+            v,
+            "other.time_gap_s",
+            {
+                "ego.speed_mps": ve,
+                "ego.distance_to_stop_m": de,
+                "other.speed_mps": vo,
+                "other.time_gap_s": gap,
+            },
+        )
     lo, hi = spec["reward"]["reward_speed_range_mps"]
     if hi > 40:
-        raise v.fail("reward.reward_speed_range_mps", f"got [{lo}, {hi}]; speeds above 40 m/s are unreachable")
+        raise v.fail(
+            "reward.reward_speed_range_mps", f"got [{lo}, {hi}]; speeds above 40 m/s are unreachable"
+        )
 
 
 def _check_intersection_values(v: _Validator, key: str, values: Mapping[str, Any]) -> None:
-    d_o = other_distance_to_stop_m(values["ego.speed_mps"], values["ego.distance_to_stop_m"],
-                                   values["other.speed_mps"], values["other.time_gap_s"])
+    d_o = other_distance_to_stop_m(
+        values["ego.speed_mps"],
+        values["ego.distance_to_stop_m"],
+        values["other.speed_mps"],
+        values["other.time_gap_s"],
+    )
     if not 0.0 <= d_o <= APPROACH_LANE_LENGTH_M:
-        raise v.fail(key, (
-            f"with ego speed {values['ego.speed_mps']:g} m/s at {values['ego.distance_to_stop_m']:g} m, other speed "
-            f"{values['other.speed_mps']:g} m/s and gap {values['other.time_gap_s']:g} s the other vehicle would start "
-            f"{d_o:.1f} m before its stop line, outside its {APPROACH_LANE_LENGTH_M:g} m approach lane; allowed: "
-            f"0 <= other.speed_mps * (ego.distance_to_stop_m / ego.speed_mps + other.time_gap_s) <= "
-            f"{APPROACH_LANE_LENGTH_M:g} for every combination of the ranges"))
+        raise v.fail(
+            key,
+            (
+                f"with ego speed {values['ego.speed_mps']:g} m/s at {values['ego.distance_to_stop_m']:g} m, "
+                f"other speed {values['other.speed_mps']:g} m/s and gap {values['other.time_gap_s']:g} s the other "
+                f"vehicle would start {d_o:.1f} m before its stop line, outside its "
+                f"{APPROACH_LANE_LENGTH_M:g} m approach lane; allowed: "
+                f"0 <= other.speed_mps * (ego.distance_to_stop_m / ego.speed_mps + other.time_gap_s) <= "
+                f"{APPROACH_LANE_LENGTH_M:g} for every combination of the ranges"
+            ),
+        )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Loading and overrides
 
 
@@ -637,8 +706,9 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
                 raise ScenarioError(f"--set {text}", where, "unknown key" + _did_you_mean(part, allowed))
             if i == len(parts) - 1:
                 if isinstance(sub[part], dict):
-                    raise ScenarioError(f"--set {text}", where, f"is a section; set one of its keys: "
-                                                                f"{', '.join(sub[part])}")
+                    raise ScenarioError(
+                        f"--set {text}", where, f"is a section; set one of its keys: {', '.join(sub[part])}"
+                    )
                 node[part] = value
             else:
                 if not isinstance(node.get(part), dict):
@@ -656,8 +726,12 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
     path = scenario_path(name_or_path)
     if not path.exists() and path.parent == SCENARIO_DIR:
         names = available_scenarios()
-        raise ScenarioError(str(name_or_path), "", "no scenario of that name"
-                            + _did_you_mean(str(name_or_path), names).replace("allowed keys", "available"))
+        raise ScenarioError(
+            str(name_or_path),
+            "",
+            "no scenario of that name"
+            + _did_you_mean(str(name_or_path), names).replace("allowed keys", "available"),
+        )
     data = read_yaml(path)
     source = str(path)
     if overrides:

@@ -45,8 +45,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             s = load_scenario(path, args.set)
-            print(f"ok: {path} ({s.kind}, {len([1 for p in s.sampled_keys().values() if len(p.values()) > 1])} "
-                  "sampled keys)")
+            print(
+                f"ok: {path} ({s.kind}, {len([1 for p in s.sampled_keys().values() if len(p.values()) > 1])} "
+                "sampled keys)"
+            )
         except ScenarioError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
@@ -67,18 +69,27 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m intersection_meta.scenarios", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m intersection_meta.scenarios", description=__doc__.splitlines()[0]
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the shipped scenarios").set_defaults(fn=_cmd_list)
 
     def with_set(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a scenario key, e.g. --set other.speed_mps=[6,9] (repeatable)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a scenario key, e.g. --set other.speed_mps=[6,9] (repeatable)",
+        )
         return sp
 
     sp = with_set(sub.add_parser("show", help="print a scenario file"))
     sp.add_argument("name", help="scenario name or path")
-    sp.add_argument("--resolved", action="store_true", help="print the validated scenario with defaults filled in")
+    sp.add_argument(
+        "--resolved", action="store_true", help="print the validated scenario with defaults filled in"
+    )
     sp.set_defaults(fn=_cmd_show)
     sp = with_set(sub.add_parser("validate", help="validate scenario files"))
     sp.add_argument("paths", nargs="+", help="scenario names or paths")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -118,7 +118,8 @@ class CartPoleTask:
 
     def describe(self) -> str:
         return (
-            f"[{self.task_id}] pole half-length {self.pole_half_length_m:.3f} m, pole {self.pole_mass_kg:.3f} kg, "
+            f"[{self.task_id}] pole half-length {self.pole_half_length_m:.3f} m, "
+            f"pole {self.pole_mass_kg:.3f} kg, "
             f"cart {self.cart_mass_kg:.3f} kg, g {self.gravity_mps2:.2f} m/s^2, force {self.force_n:.2f} N"
         )
 
@@ -141,12 +142,20 @@ class LunarLanderTask:
         return task_id(self)
 
     def describe(self) -> str:
-        wind = f"wind {self.wind_power:.1f}, turbulence {self.turbulence_power:.2f}" if self.enable_wind else "no wind"
+        wind = (
+            f"wind {self.wind_power:.1f}, turbulence {self.turbulence_power:.2f}"
+            if self.enable_wind
+            else "no wind"
+        )
         return f"[{self.task_id}] gravity {self.gravity_mps2:.2f} m/s^2, {wind}"
 
 
-Task = Union[IntersectionTask, CartPoleTask, LunarLanderTask]
-TASK_TYPES: dict[str, type] = {"intersection": IntersectionTask, "cartpole": CartPoleTask, "lunarlander": LunarLanderTask}
+Task = IntersectionTask | CartPoleTask | LunarLanderTask
+TASK_TYPES: dict[str, type] = {
+    "intersection": IntersectionTask,
+    "cartpole": CartPoleTask,
+    "lunarlander": LunarLanderTask,
+}
 
 
 def other_distance_to_stop_m(
@@ -189,9 +198,14 @@ def task_from_dict(d: dict) -> Task:
         raise ValueError(f"unknown task kind {kind!r}; allowed: {sorted(TASK_TYPES)}")
     if kind == "intersection" and isinstance(d.get("settings"), dict):
         s = dict(d["settings"])
-        s["rewards"] = RewardWeights(**{**s.get("rewards", {}),
-                                       "reward_speed_range_mps": tuple(s.get("rewards", {}).get(
-                                           "reward_speed_range_mps", (7.0, 9.0)))})
+        s["rewards"] = RewardWeights(
+            **{
+                **s.get("rewards", {}),
+                "reward_speed_range_mps": tuple(
+                    s.get("rewards", {}).get("reward_speed_range_mps", (7.0, 9.0))
+                ),
+            }
+        )
         s["target_speeds_mps"] = tuple(s.get("target_speeds_mps", (0.0, 4.5, 9.0)))
         s["observation_features"] = tuple(s.get("observation_features", OBSERVATION_FEATURES))
         d["settings"] = IntersectionSettings(**s)

@@ -46,15 +46,38 @@ from intersection_meta.scenario import Scenario, load_scenario
 from intersection_meta.seeding import derive_seed
 
 METRIC_COLUMNS: tuple[str, ...] = (
-    "iteration", "wall_time_s", "env_steps", "return_pre", "return_post",
-    "success_rate_pre", "success_rate_post", "collision_rate_pre", "collision_rate_post",
-    "inner_loss", "outer_loss", "directed_lr", "directed_step_norm",
-    "time_sampling_s", "time_inner_s", "time_directed_s", "time_outer_s", "time_iteration_s", "peak_rss_mb",
+    "iteration",
+    "wall_time_s",
+    "env_steps",
+    "return_pre",
+    "return_post",
+    "success_rate_pre",
+    "success_rate_post",
+    "collision_rate_pre",
+    "collision_rate_post",
+    "inner_loss",
+    "outer_loss",
+    "directed_lr",
+    "directed_step_norm",
+    "time_sampling_s",
+    "time_inner_s",
+    "time_directed_s",
+    "time_outer_s",
+    "time_iteration_s",
+    "peak_rss_mb",
 )
 #: Columns that legitimately differ between two runs of the same seed (timings, memory).
 TIMING_COLUMNS: frozenset[str] = frozenset(
-    {"wall_time_s", "time_sampling_s", "time_inner_s", "time_directed_s", "time_outer_s", "time_iteration_s",
-     "peak_rss_mb"})
+    {
+        "wall_time_s",
+        "time_sampling_s",
+        "time_inner_s",
+        "time_directed_s",
+        "time_outer_s",
+        "time_iteration_s",
+        "peak_rss_mb",
+    }
+)
 
 # Seed phases within an iteration.
 _PHASE_TASKS, _PHASE_PRE, _PHASE_POST, _PHASE_DIRECTED_IN, _PHASE_DIRECTED_OUT = range(5)
@@ -102,7 +125,7 @@ class _Clock:
 
 
 class MetricsWriter:
-    """CSV + TensorBoard writer: ``write(row)`` once per iteration. On resume, rows after the checkpoint go."""
+    """CSV + TensorBoard writer, ``write(row)`` once per iteration; resuming drops later rows."""
 
     def __init__(self, out_dir: Path, start_iteration: int, tensorboard: bool = True) -> None:
         self.csv_path = out_dir / "metrics.csv"
@@ -118,11 +141,15 @@ class MetricsWriter:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=(start_iteration + 1) if start_iteration else None)
+            self.tb = SummaryWriter(
+                log_dir=str(out_dir / "tb"), purge_step=(start_iteration + 1) if start_iteration else None
+            )
 
     def write(self, row: dict[str, float]) -> None:
         with self.csv_path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=METRIC_COLUMNS).writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+            csv.DictWriter(fh, fieldnames=METRIC_COLUMNS).writerow(
+                {k: row.get(k, "") for k in METRIC_COLUMNS}
+            )
         if self.tb is not None:
             step = int(row["iteration"])
             for key, value in row.items():
@@ -138,8 +165,10 @@ class MetricsWriter:
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
     with Path(path).open(newline="") as fh:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()}
-                for r in csv.DictReader(fh)]
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()}
+            for r in csv.DictReader(fh)
+        ]
 
 
 class Trainer:
@@ -160,7 +189,7 @@ class Trainer:
         self.env_steps = 0
         self.wall_time_s = 0.0
 
-    # -- state ------------------------------------------------------------------------------------------------
+    # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
             "algo": self.config.algo,
@@ -184,7 +213,7 @@ class Trainer:
         self.env_steps = int(raw.get("extra", {}).get("env_steps", 0))
         self.wall_time_s = float(raw.get("extra", {}).get("wall_time_s", 0.0))
 
-    # -- one meta-iteration ------------------------------------------------------------------------------------
+    # -- one meta-iteration ----------------------------------------------------------------------
     def _collect(self, tasks: list, policy: Any, seed: int) -> Episodes:
         vec_env = make_vector_env(tasks, seed=seed, backend=self.backend)
         try:
@@ -208,8 +237,11 @@ class Trainer:
                 with clock("directed"):
                     adapted = self.learner.adapt(self.learner.params(), med_in, differentiable=False)
                 with clock("sampling"):
-                    med_out = self._collect(medium, GroupedPolicy(self.policy, [adapted], len(medium)),
-                                            derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT))
+                    med_out = self._collect(
+                        medium,
+                        GroupedPolicy(self.policy, [adapted], len(medium)),
+                        derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT),
+                    )
                 steps += _env_steps(med_out)
             steps += _env_steps(med_in)
             with clock("directed"):
@@ -224,14 +256,18 @@ class Trainer:
             theta = self.learner.params()
             adapted = [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
         with clock("sampling"):
-            post = self._collect(slots, GroupedPolicy(self.policy, adapted, cfg.episodes_per_task),
-                                 derive_seed(cfg.seed, k, _PHASE_POST))
+            post = self._collect(
+                slots,
+                GroupedPolicy(self.policy, adapted, cfg.episodes_per_task),
+                derive_seed(cfg.seed, k, _PHASE_POST),
+            )
         post_by_task = split_by_task(post, len(tasks))
         steps += _env_steps(pre, post)
 
         with clock("outer"):
             self.optimizer.zero_grad(set_to_none=True)
-            loss, info = self.learner.outer_loss(self.learner.params(), list(zip(pre_by_task, post_by_task)))
+            batches = list(zip(pre_by_task, post_by_task, strict=True))
+            loss, info = self.learner.outer_loss(self.learner.params(), batches)
             loss.backward()
             if cfg.outer_grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.learner.meta_parameters(), cfg.outer_grad_clip)
@@ -264,8 +300,15 @@ class Trainer:
 
 
 def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
-    text = yaml.safe_dump({"git_sha": git_sha(), "backend": trainer.backend, "run": trainer.config.to_dict(),
-                           "scenario": trainer.scenario.to_dict()}, sort_keys=False)
+    text = yaml.safe_dump(
+        {
+            "git_sha": git_sha(),
+            "backend": trainer.backend,
+            "run": trainer.config.to_dict(),
+            "scenario": trainer.scenario.to_dict(),
+        },
+        sort_keys=False,
+    )
     tmp = out_dir / "config.yaml.tmp"
     tmp.write_text(text)
     tmp.replace(out_dir / "config.yaml")
@@ -291,8 +334,8 @@ def train(
 
     Args:
         scenario: the (possibly overridden) scenario; default ``load_scenario(config.scenario)``.
-        resume: continue the run in ``out_dir`` from ``checkpoints/last.pt``; its stored config is used and must
-            not conflict with ``config`` (only ``iterations`` may be raised).
+        resume: continue the run in ``out_dir`` from ``checkpoints/last.pt``; its stored config is used
+            and must not conflict with ``config`` (only ``iterations`` may be raised).
         stop_after: stop after this many iterations in this call (for tests of interruption); the run stays
             resumable.
 
@@ -315,8 +358,10 @@ def train(
         scenario = scenario or load_scenario(config.scenario)
         out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
         if (out_dir / "checkpoints" / "last.pt").exists():
-            raise TrainError(f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose "
-                             "another --out")
+            raise TrainError(
+                f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose "
+                "another --out"
+            )
         trainer = Trainer(config, scenario)
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -327,8 +372,14 @@ def train(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.iterations, initial=trainer.iteration, desc=f"{config.algo} on {trainer.scenario.name}",
-                   unit="it", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.iterations,
+            initial=trainer.iteration,
+            desc=f"{config.algo} on {trainer.scenario.name}",
+            unit="it",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
     last = out_dir / "checkpoints" / "last.pt"
     try:
         done_here = 0
@@ -345,8 +396,9 @@ def train(
             if bar is not None:
                 postfix = {"R_pre": f"{row['return_pre']:.2f}", "R_post": f"{row['return_post']:.2f}"}
                 if not math.isnan(row["success_rate_post"]):
-                    postfix.update(success=f"{row['success_rate_post']:.0%}",
-                                   crash=f"{row['collision_rate_post']:.0%}")
+                    postfix.update(
+                        success=f"{row['success_rate_post']:.0%}", crash=f"{row['collision_rate_post']:.0%}"
+                    )
                 postfix["s/it"] = f"{row['time_iteration_s']:.1f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)

@@ -5,6 +5,6 @@ import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)

@@ -84,16 +84,18 @@ def _rollout(env: gym.Env, actions: list, seed: int | None = None) -> tuple[list
 @pytest.mark.parametrize("flavour", FLAVOURS, ids=["-".join(f) for f in FLAVOURS])
 def test_intersection_passes_gymnasium_env_checker(flavour, driver):
     ego_entry, ego_intent, other_entry, other_intent = flavour
-    env = TwoVehicleIntersectionEnv(itask(ego_entry, ego_intent, other_entry=other_entry,
-                                          other_intent=other_intent, driver=driver))
+    env = TwoVehicleIntersectionEnv(
+        itask(ego_entry, ego_intent, other_entry=other_entry, other_intent=other_intent, driver=driver)
+    )
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (14,) and obs.dtype == np.float32
 
 
 def test_continuous_intersection_passes_env_checker_and_follows_its_turn():
-    task = with_settings(itask(ego_intent="left", other_entry="east", other_intent="right", gap=5.0),
-                         action="continuous")
+    task = with_settings(
+        itask(ego_intent="left", other_entry="east", other_intent="right", gap=5.0), action="continuous"
+    )
     env = TwoVehicleIntersectionEnv(task)
     check_env(env, skip_render_check=True)
     assert env.action_space == gym.spaces.Box(-1, 1, (1,), np.float32)
@@ -113,7 +115,7 @@ def test_registered_id_works_and_registration_is_idempotent():
     register_envs()
     register_envs()
     env = gym.make(INTERSECTION_ENV_ID, task=itask(driver="constant_speed"))
-    obs, info = env.reset(seed=1)
+    obs, _info = env.reset(seed=1)
     assert obs.shape == env.observation_space.shape == (14,)
     assert isinstance(env.unwrapped, TwoVehicleIntersectionEnv)
     env.step(IDLE)
@@ -135,8 +137,11 @@ def test_observation_features_and_relative_coordinates_follow_settings():
 @pytest.mark.parametrize("absolute", [True, False])
 @pytest.mark.parametrize("features", [OBSERVATION_FEATURES, ("vy", "x", "sin_h")])
 def test_numpy_observation_equals_highway_env_pandas_observation(absolute, features):
-    task = with_settings(itask("west", "left", 9.0, 15.0, "east", "straight", "idm", 9.0, 0.2),
-                         observation_features=features, observation_absolute=absolute)
+    task = with_settings(
+        itask("west", "left", 9.0, 15.0, "east", "straight", "idm", 9.0, 0.2),
+        observation_features=features,
+        observation_absolute=absolute,
+    )
     env = TwoVehicleIntersectionEnv(task)
     obs, _ = env.reset(seed=0)
     checked = 0
@@ -181,7 +186,7 @@ def test_vehicles_are_placed_as_the_task_says(flavour, driver):
     placed = ((ego, ego_entry, ego_intent, 7.0), (other, other_entry, other_intent, 6.0))
     for vehicle, entry, intent, speed in placed:
         lane = vehicle.lane
-        s, lateral = lane.local_coordinates(vehicle.position)
+        _s, lateral = lane.local_coordinates(vehicle.position)
         assert vehicle.lane_index[0].startswith("o") and vehicle.lane_index[1].startswith("ir")
         assert lane.length == pytest.approx(100.0)
         assert lateral == pytest.approx(0.0, abs=1e-9)
@@ -232,8 +237,12 @@ def test_reset_can_switch_task_and_rejects_other_options():
 
 @pytest.mark.parametrize(
     "change, match",
-    [({"other_entry": "south"}, "share the entry"), ({"ego_intent": "uturn"}, "ego_intent"),
-     ({"other_driver": "human"}, "other_driver"), ({"ego_entry": "up"}, "unknown entry")],
+    [
+        ({"other_entry": "south"}, "share the entry"),
+        ({"ego_intent": "uturn"}, "ego_intent"),
+        ({"other_driver": "human"}, "other_driver"),
+        ({"ego_entry": "up"}, "unknown entry"),
+    ],
 )
 def test_invalid_tasks_raise_clear_errors(change, match):
     with pytest.raises(ValueError, match=match):
@@ -345,8 +354,15 @@ def _cartpole_reference_step(state: np.ndarray, action: int, task: CartPoleTask)
 
 
 def test_cartpole_physics_follow_the_task_after_reset():
-    task = CartPoleTask("c", pole_half_length_m=1.3, pole_mass_kg=0.4, cart_mass_kg=2.0, gravity_mps2=12.0,
-                        force_n=15.0, max_episode_steps=50)
+    task = CartPoleTask(
+        "c",
+        pole_half_length_m=1.3,
+        pole_mass_kg=0.4,
+        cart_mass_kg=2.0,
+        gravity_mps2=12.0,
+        force_n=15.0,
+        max_episode_steps=50,
+    )
     env = make_env(task, seed=0)
     state, _ = env.reset()
     cp = env.unwrapped
@@ -365,8 +381,15 @@ def test_cartpole_physics_follow_the_task_after_reset():
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_lunarlander_task_env(continuous):
-    task = LunarLanderTask("l", gravity_mps2=-4.0, enable_wind=True, wind_power=5.0, turbulence_power=0.5,
-                           continuous=continuous, max_episode_steps=77)
+    task = LunarLanderTask(
+        "l",
+        gravity_mps2=-4.0,
+        enable_wind=True,
+        wind_power=5.0,
+        turbulence_power=0.5,
+        continuous=continuous,
+        max_episode_steps=77,
+    )
     env = make_env(task, seed=0)
     ll = env.unwrapped
     assert (ll.gravity, ll.enable_wind, ll.wind_power, ll.turbulence_power) == (-4.0, True, 5.0, 0.5)
@@ -383,8 +406,13 @@ def test_lunarlander_task_env(continuous):
 
 @pytest.mark.parametrize(
     "task",
-    [itask(), with_settings(itask(), action="continuous", observation_features=("x", "y", "vx")),
-     CartPoleTask("c"), LunarLanderTask("l"), LunarLanderTask("l", continuous=True)],
+    [
+        itask(),
+        with_settings(itask(), action="continuous", observation_features=("x", "y", "vx")),
+        CartPoleTask("c"),
+        LunarLanderTask("l"),
+        LunarLanderTask("l", continuous=True),
+    ],
     ids=["intersection", "intersection-continuous", "cartpole", "lunarlander", "lunarlander-continuous"],
 )
 def test_observation_and_action_spaces_match_the_env(task):
@@ -394,13 +422,16 @@ def test_observation_and_action_spaces_match_the_env(task):
 
 
 def test_vector_env_runs_a_different_task_per_sub_env():
-    tasks = [itask(), itask("west", "right", 5.0, 20.0, "north", "left", "constant_speed", 7.0, 1.0),
-             itask("east", "straight", 9.0, 60.0, "south", "right", "idm", 4.0, -1.0)]
+    tasks = [
+        itask(),
+        itask("west", "right", 5.0, 20.0, "north", "left", "constant_speed", 7.0, 1.0),
+        itask("east", "straight", 9.0, 60.0, "south", "right", "idm", 4.0, -1.0),
+    ]
     vec = make_vector_env(tasks, seed=0)
     assert vec.num_envs == 3 and vec.single_observation_space.shape == (14,)
     obs, _ = vec.reset()
     assert len({o.tobytes() for o in obs}) == 3
-    obs, reward, terminated, truncated, info = vec.step(np.array([IDLE, IDLE, IDLE]))
+    obs, reward, _terminated, _truncated, info = vec.step(np.array([IDLE, IDLE, IDLE]))
     assert obs.shape == (3, 14) and reward.shape == (3,)
     assert len(set(reward.tolist())) == 3
     assert {"crashed", "arrived", "rewards"} <= set(info)
@@ -430,8 +461,10 @@ def test_vector_env_argument_errors():
         make_vector_env([CartPoleTask("c")], backend="fast")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("intersection_meta.envs.fast_intersection") is not None,
-                    reason="the fast backend exists")
+@pytest.mark.skipif(
+    importlib.util.find_spec("intersection_meta.envs.fast_intersection") is not None,
+    reason="the fast backend exists",
+)
 def test_fast_backend_missing_gives_a_clear_error():
     with pytest.raises(ValueError, match="fast_intersection"):
         make_vector_env([itask()], backend="fast")

@@ -87,14 +87,28 @@ MALFORMED = [
     ("bad-enum", _mutate("ego.intent", "leftt"), "ego.intent", "did you mean 'left'"),
     ("bad-driver", _mutate("other.driver", "human"), "other.driver", "idm, constant_speed"),
     ("empty-choice", _mutate("other.intent", {"choice": []}), "other.intent.choice", "non-empty list"),
-    ("bad-choice-option", _mutate("other.intent", {"choice": ["left", "up"]}), "other.intent.choice[1]", "up"),
+    (
+        "bad-choice-option",
+        _mutate("other.intent", {"choice": ["left", "up"]}),
+        "other.intent.choice[1]",
+        "up",
+    ),
     ("choice-typo", _mutate("other.intent", {"choise": ["left"]}), "other.intent", "choice"),
     ("same-approach", _mutate("other.entry", "south"), "other.entry", "one approach"),
-    ("same-approach-in-choice", _mutate("other.entry", {"choice": ["north", "south"]}), "other.entry",
-     "one approach"),
+    (
+        "same-approach-in-choice",
+        _mutate("other.entry", {"choice": ["north", "south"]}),
+        "other.entry",
+        "one approach",
+    ),
     ("gap-outside-lane", _mutate("other.time_gap_s", [-2.0, 9.0]), "other.time_gap_s", "outside its"),
     ("gap-before-stop-line", _mutate("other.time_gap_s", [-8.0, 0.0]), "other.time_gap_s", "outside its"),
-    ("distance-beyond-lane", _mutate("ego.distance_to_stop_m", 150.0), "ego.distance_to_stop_m", "out of range"),
+    (
+        "distance-beyond-lane",
+        _mutate("ego.distance_to_stop_m", 150.0),
+        "ego.distance_to_stop_m",
+        "out of range",
+    ),
     ("missing-kind", {k: v for k, v in BASE.items() if k != "kind"}, "kind", "missing"),
     ("bad-kind", {**BASE, "kind": "intersectoin"}, "kind", "did you mean 'intersection'"),
     ("missing-version", {k: v for k, v in BASE.items() if k != "version"}, "version", "missing"),
@@ -103,24 +117,55 @@ MALFORMED = [
     ("int-expected", _mutate("episode.policy_frequency_hz", 1.5), "episode.policy_frequency_hz", "integer"),
     ("features-unknown", _mutate("observation.features", ["x", "z"]), "observation.features[1]", "one of"),
     ("features-duplicate", _mutate("observation.features", ["x", "x"]), "observation.features", "distinct"),
-    ("speeds-not-increasing", _mutate("action.target_speeds_mps", [0, 9, 4.5]), "action.target_speeds_mps",
-     "increasing"),
-    ("speed-range-pair", _mutate("reward.reward_speed_range_mps", [9, 7]), "reward.reward_speed_range_mps",
-     "low < high"),
-    ("medium-unknown-key", {**BASE, "medium_task": {"other": {"sped_mps": 3}}}, "medium_task.other.sped_mps",
-     "did you mean 'speed_mps'"),
-    ("medium-bad-value", {**BASE, "medium_task": {"other": {"speed_mps": -3}}}, "medium_task.other.speed_mps",
-     "out of range"),
+    (
+        "speeds-not-increasing",
+        _mutate("action.target_speeds_mps", [0, 9, 4.5]),
+        "action.target_speeds_mps",
+        "increasing",
+    ),
+    (
+        "speed-range-pair",
+        _mutate("reward.reward_speed_range_mps", [9, 7]),
+        "reward.reward_speed_range_mps",
+        "low < high",
+    ),
+    (
+        "medium-unknown-key",
+        {**BASE, "medium_task": {"other": {"sped_mps": 3}}},
+        "medium_task.other.sped_mps",
+        "did you mean 'speed_mps'",
+    ),
+    (
+        "medium-bad-value",
+        {**BASE, "medium_task": {"other": {"speed_mps": -3}}},
+        "medium_task.other.speed_mps",
+        "out of range",
+    ),
     ("medium-not-mapping", {**BASE, "medium_task": "middle"}, "medium_task", "midpoint"),
-    ("cartpole-negative-mass", {"version": 1, "name": "c", "kind": "cartpole",
-                                "physics": {"pole_mass_kg": [-0.1, 0.2]}}, "physics.pole_mass_kg[0]", "out of range"),
-    ("lunar-gravity-range", {"version": 1, "name": "l", "kind": "lunarlander",
-                             "physics": {"gravity_mps2": [-13.0, -5.0]}}, "physics.gravity_mps2[0]", "out of range"),
-    ("lunar-intersection-key", {"version": 1, "name": "l", "kind": "lunarlander", "ego": {}}, "ego", "unknown key"),
+    (
+        "cartpole-negative-mass",
+        {"version": 1, "name": "c", "kind": "cartpole", "physics": {"pole_mass_kg": [-0.1, 0.2]}},
+        "physics.pole_mass_kg[0]",
+        "out of range",
+    ),
+    (
+        "lunar-gravity-range",
+        {"version": 1, "name": "l", "kind": "lunarlander", "physics": {"gravity_mps2": [-13.0, -5.0]}},
+        "physics.gravity_mps2[0]",
+        "out of range",
+    ),
+    (
+        "lunar-intersection-key",
+        {"version": 1, "name": "l", "kind": "lunarlander", "ego": {}},
+        "ego",
+        "unknown key",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("data", "key", "fragment"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(
+    ("data", "key", "fragment"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
 def test_malformed_scenario_is_rejected_with_key_path(tmp_path: Path, data, key, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -133,13 +178,16 @@ def test_malformed_scenario_is_rejected_with_key_path(tmp_path: Path, data, key,
     assert "\n" not in str(err)
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("", "empty"),
-    ("# only a comment\n", "empty"),
-    ("ego: [1, 2\n", "YAML syntax error at line"),
-    ("- a\n- b\n", "expected a mapping"),
-    ("version: 1\nname: x\nkind: intersection\nego:\n  speed_mps: 8\n  speed_mps: 9\n", "speed_mps"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "empty"),
+        ("# only a comment\n", "empty"),
+        ("ego: [1, 2\n", "YAML syntax error at line"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("version: 1\nname: x\nkind: intersection\nego:\n  speed_mps: 8\n  speed_mps: 9\n", "speed_mps"),
+    ],
+)
 def test_unparseable_or_empty_files(tmp_path: Path, text: str, fragment: str):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -159,22 +207,46 @@ def test_unknown_scenario_name_suggests():
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(_mutate("other.sped_mps", 3.0)))
-    r = subprocess.run([sys.executable, "-m", "intersection_meta.scenarios", "validate", str(bad)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "intersection_meta.scenarios", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "other.sped_mps" in r.stderr and str(bad) in r.stderr
-    r = subprocess.run([sys.executable, "-m", "intersection_meta.scenarios", "sample", "yield_left",
-                        "--set", "other.speed_mps=[-1,3]"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "intersection_meta.scenarios",
+            "sample",
+            "yield_left",
+            "--set",
+            "other.speed_mps=[-1,3]",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "other.speed_mps[0]" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_sample_is_reproducible():
-    cmd = [sys.executable, "-m", "intersection_meta.scenarios", "sample", "yield_left", "-n", "4", "--seed", "7"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "intersection_meta.scenarios",
+        "sample",
+        "yield_left",
+        "-n",
+        "4",
+        "--seed",
+        "7",
+    ]
     a = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     b = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert a == b and a.count("[") >= 4
-    c = subprocess.run(cmd[:-1] + ["8"], capture_output=True, text=True, check=True).stdout
+    c = subprocess.run([*cmd[:-1], "8"], capture_output=True, text=True, check=True).stdout
     assert c != a
 
 
@@ -208,18 +280,25 @@ def test_medium_task_midpoint_and_explicit():
     assert m.other_speed_mps == pytest.approx(7.5) and m.time_gap_s == pytest.approx(0.0)
     assert m.ego_distance_to_stop_m == pytest.approx(40.0)
     r = load_scenario("random_crossing").medium_task()
-    assert (r.other_entry, r.other_intent, r.other_driver, r.ego_intent) == ("north", "straight", "idm", "left")
+    assert (r.other_entry, r.other_intent, r.other_driver, r.ego_intent) == (
+        "north",
+        "straight",
+        "idm",
+        "left",
+    )
 
 
 def test_overrides_apply_and_fix_a_task():
-    s = load_scenario("yield_left", ["other.speed_mps=8", "other.time_gap_s=0.5", "ego.distance_to_stop_m=40"])
+    s = load_scenario(
+        "yield_left", ["other.speed_mps=8", "other.time_gap_s=0.5", "ego.distance_to_stop_m=40"]
+    )
     a, b = s.sample_tasks(2, seed=0)
     assert a == b
     assert (a.other_speed_mps, a.time_gap_s) == (8.0, 0.5)
     assert a.other_distance_to_stop_m == pytest.approx(8.0 * (40.0 / 8.0 + 0.5))
     with pytest.raises(ScenarioError, match="is a section"):
         load_scenario("yield_left", ["other=3"])
-    with pytest.raises(ScenarioError, match="KEY.PATH=VALUE"):
+    with pytest.raises(ScenarioError, match=r"KEY\.PATH=VALUE"):
         load_scenario("yield_left", ["other.speed_mps"])
 
 

@@ -20,7 +20,9 @@ def test_check_env_for_sampled_and_medium_tasks(name: str):
     for task in [*scenario.sample_tasks(2, seed=11), scenario.medium_task()]:
         env = make_env(task, seed=0)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # check_env's advisory warnings (e.g. unbounded Box) are not failures
+            warnings.simplefilter(
+                "ignore"
+            )  # check_env's advisory warnings (e.g. unbounded Box) are not failures
             check_env(env.unwrapped, skip_render_check=True)
         env.close()
 

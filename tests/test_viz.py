@@ -14,14 +14,14 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import numpy as np  # noqa: E402
-import pygame  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pygame
+import pytest
+from PIL import Image
 
-from intersection_meta.recording import load_recordings  # noqa: E402
-from viz import draw  # noqa: E402
-from viz import replay  # noqa: E402
+from intersection_meta.recording import load_recordings
+from viz import draw
+from viz import replay
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "intersection_pair.npz"
@@ -73,7 +73,9 @@ def test_road_is_highway_env_intersection(pair):
     camera = draw.Camera((0.0, 0.0), 5.0)
     draw.draw_frame(surface, pair[0], 0, camera, vehicles=False)
     pixels = _pixels(surface)
-    assert tuple(pixels[280, 280]) == (100, 100, 100) or pixels[280, 280].max() >= 100  # road grey or markings
+    assert (
+        tuple(pixels[280, 280]) == (100, 100, 100) or pixels[280, 280].max() >= 100
+    )  # road grey or markings
     # highway-env paints lane lines white: the stop-line area has white markings
     assert (pixels[:560] == 255).all(axis=-1).sum() > 500
 
@@ -208,16 +210,23 @@ def test_recording_replay_does_not_import_torch(tmp_path):
         f"rc = main(['--recording', {str(FIXTURE)!r}, '--snapshot', {str(tmp_path / 's.png')!r}]); "
         "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
-                   env={**os.environ, "SDL_VIDEODRIVER": "offscreen"})
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "SDL_VIDEODRIVER": "offscreen"}
+    )
 
 
 def test_console_script_shim_runs_the_viewer(tmp_path):
-    code = ("import sys; from intersection_meta.replay_cli import main; "
-            f"sys.argv = ['x', '--recording', {str(FIXTURE)!r}, '--snapshot', {str(tmp_path / 's.png')!r}]; "
-            "sys.exit(main())")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
-                   env={**os.environ, "SDL_VIDEODRIVER": "offscreen", "PYTHONPATH": ""})
+    code = (
+        "import sys; from intersection_meta.replay_cli import main; "
+        f"sys.argv = ['x', '--recording', {str(FIXTURE)!r}, '--snapshot', {str(tmp_path / 's.png')!r}]; "
+        "sys.exit(main())"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "SDL_VIDEODRIVER": "offscreen", "PYTHONPATH": ""},
+    )
     assert (tmp_path / "s.png").is_file()
 
 
@@ -230,8 +239,11 @@ def test_console_script_shim_runs_the_viewer(tmp_path):
 def xdisplay():
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install -y --no-install-recommends xvfb)")
-    server = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     line = server.stdout.readline().decode().strip()
     if not line.isdigit():
         server.kill()
@@ -246,8 +258,13 @@ def _viewer(display: str, *extra: str, keys: str | None = None) -> subprocess.Po
     env.update(DISPLAY=display, SDL_AUDIODRIVER="dummy")
     if keys is not None:
         env[replay.SCRIPT_ENV] = keys
-    return subprocess.Popen([sys.executable, "-m", "viz.replay", "--recording", str(FIXTURE), *extra],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "viz.replay", "--recording", str(FIXTURE), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _grab(display: str) -> np.ndarray:
@@ -312,23 +329,53 @@ def tiny_checkpoint(tmp_path_factory):
     from intersection_meta.scenario import load_scenario
     from intersection_meta.trainer import train
 
-    config = make_config({"scenario": "cartpole_physics", "algo": "maml", "iterations": 1, "meta_batch_size": 2,
-                          "episodes_per_task": 2, "eval_tasks": 0, "hidden_sizes": [8, 8]})
+    config = make_config(
+        {
+            "scenario": "cartpole_physics",
+            "algo": "maml",
+            "iterations": 1,
+            "meta_batch_size": 2,
+            "episodes_per_task": 2,
+            "eval_tasks": 0,
+            "hidden_sizes": [8, 8],
+        }
+    )
     scenario = load_scenario("cartpole_physics", ["episode.max_steps=30"])
-    result = train(config, tmp_path_factory.mktemp("run") / "tiny", progress=False, tensorboard=False,
-                   scenario=scenario)
+    result = train(
+        config, tmp_path_factory.mktemp("run") / "tiny", progress=False, tensorboard=False, scenario=scenario
+    )
     return result.checkpoint
 
 
 def test_checkpoint_replay_records_pre_and_adapted_episodes(tmp_path, tiny_checkpoint, capsys):
     saved, png = tmp_path / "rec.npz", tmp_path / "ck.png"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--adapt-steps", "1", "--episodes", "2", "--task-seed", "4",
-            "--save", str(saved), "--snapshot", str(png), "--episode", "2"]
+    argv = [
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--adapt-steps",
+        "1",
+        "--episodes",
+        "2",
+        "--task-seed",
+        "4",
+        "--save",
+        str(saved),
+        "--snapshot",
+        str(png),
+        "--episode",
+        "2",
+    ]
     assert replay.main(argv) == 0, capsys.readouterr().err
     recs = load_recordings(saved)
-    assert [(r.episode, r.label) for r in recs] == [(0, "pre-adaptation"), (0, "adapted (1 step)"),
-                                                    (1, "pre-adaptation"), (1, "adapted (1 step)")]
-    assert all(r.kind == "cartpole" and r.n_steps <= 30 and r.rgb_frames.shape[0] == r.n_steps + 1 for r in recs)
+    assert [(r.episode, r.label) for r in recs] == [
+        (0, "pre-adaptation"),
+        (0, "adapted (1 step)"),
+        (1, "pre-adaptation"),
+        (1, "adapted (1 step)"),
+    ]
+    assert all(
+        r.kind == "cartpole" and r.n_steps <= 30 and r.rgb_frames.shape[0] == r.n_steps + 1 for r in recs
+    )
     assert len({r.task_value().task_id for r in recs}) == 1
     assert Image.open(png).size == (1120, 680)
 
@@ -364,7 +411,9 @@ def test_checkpoint_errors_are_one_line(tmp_path, tiny_checkpoint, capsys, extra
 
 
 def test_missing_or_corrupt_checkpoint(tmp_path, capsys):
-    assert replay.main(["--checkpoint", str(tmp_path / "nope.pt"), "--snapshot", str(tmp_path / "x.png")]) == 2
+    assert (
+        replay.main(["--checkpoint", str(tmp_path / "nope.pt"), "--snapshot", str(tmp_path / "x.png")]) == 2
+    )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     assert replay.main(["--checkpoint", str(bad), "--snapshot", str(tmp_path / "x.png")]) == 2
@@ -375,7 +424,13 @@ def test_missing_or_corrupt_checkpoint(tmp_path, capsys):
 def test_real_window_next_task_with_a_checkpoint(xdisplay, tiny_checkpoint):
     env = {k: v for k, v in os.environ.items() if k != "SDL_VIDEODRIVER"}
     env.update(DISPLAY=xdisplay, SDL_AUDIODRIVER="dummy", **{replay.SCRIPT_ENV: "n,wait,right,t,q"})
-    process = subprocess.run([sys.executable, "-m", "viz.replay", "--checkpoint", str(tiny_checkpoint)],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    process = subprocess.run(
+        [sys.executable, "-m", "viz.replay", "--checkpoint", str(tiny_checkpoint)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 0, process.stderr
     assert process.stdout.count("task (seed") == 2  # the first task, then the one sampled by "n"

@@ -110,13 +110,15 @@ def advance(state: ViewState, dt_s: float) -> ViewState:
 
 def step_to(state: ViewState, direction: int, *, single_frame: bool) -> ViewState:
     """Pause and move one frame, or to the next / previous decision point, in ``direction`` (+1 / -1)."""
-    current = int(round(state.frame))
+    current = round(state.frame)
     if single_frame:
         target = current + direction
     else:
         points = state.decision_frames()
         later, earlier = points[points > current], points[points < current]
-        target = (later[0] if len(later) else current) if direction > 0 else (earlier[-1] if len(earlier) else 0)
+        target = (
+            (later[0] if len(later) else current) if direction > 0 else (earlier[-1] if len(earlier) else 0)
+        )
     return replace(state, frame=float(np.clip(target, 0, state.n_frames() - 1)), playing=False)
 
 
@@ -177,19 +179,24 @@ def draw_window(surface: Any, state: ViewState) -> None:
 
     surface.fill((12, 12, 14))
     for i, (rect, episode_id) in enumerate(zip(tab_rects(state), state.episode_ids(), strict=True)):
-        pygame.draw.rect(surface, (70, 110, 170) if i == state.episode else (45, 45, 55), rect, border_radius=4)
-        surface.blit(_font(18).render(f"{i + 1}: episode {episode_id}", True, (235, 235, 235)),
-                     (rect[0] + 6, rect[1] + 4))
+        pygame.draw.rect(
+            surface, (70, 110, 170) if i == state.episode else (45, 45, 55), rect, border_radius=4
+        )
+        surface.blit(
+            _font(18).render(f"{i + 1}: episode {episode_id}", True, (235, 235, 235)),
+            (rect[0] + 6, rect[1] + 4),
+        )
     mode = "side by side" if len(state.shown()) > 1 else state.shown()[0].label
-    info = (f"{'playing' if state.playing else 'paused'}  {state.speed():g}x  |  {mode}  |  h: help"
-            + (f"  |  {state.status}" if state.status else ""))
+    info = f"{'playing' if state.playing else 'paused'}  {state.speed():g}x  |  {mode}  |  h: help" + (
+        f"  |  {state.status}" if state.status else ""
+    )
     text = _font(18).render(info, True, (200, 200, 200))
     surface.blit(text, (surface.get_width() - text.get_width() - 8, 8))
-    draw_layout(surface, state.shown(), int(round(state.frame)), topleft=(0, TAB_PX))
+    draw_layout(surface, state.shown(), round(state.frame), topleft=(0, TAB_PX))
     if state.show_help:
         box = pygame.Surface((560, 30 + 22 * len(HELP_LINES)), pygame.SRCALPHA)
         box.fill((0, 0, 0, 215))
-        for i, line in enumerate(("keys",) + HELP_LINES):
+        for i, line in enumerate(("keys", *HELP_LINES)):
             key, _, text = line.partition("  ")
             box.blit(_font(20, bold=True).render(key, True, (240, 240, 240)), (14, 8 + 22 * i))
             box.blit(_font(20).render(text.strip(), True, (240, 240, 240)), (130, 8 + 22 * i))
@@ -217,19 +224,28 @@ def export_video(path: str | Path, recordings: Sequence[Recording], *, max_fps: 
         from PIL import Image
 
         images = [Image.fromarray(a) for a in iter_layout_frames(recordings, stride=stride)]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0,
-                       optimize=False)
+        images[0].save(
+            path,
+            save_all=True,
+            append_images=images[1:],
+            duration=round(1000 / fps),
+            loop=0,
+            optimize=False,
+        )
         return len(images)
     if path.suffix.lower() == ".mp4":
         try:
             import imageio_ffmpeg
         except ImportError as err:
-            raise UsageError("MP4 export needs imageio-ffmpeg (pip install imageio-ffmpeg); "
-                             "or export a GIF: --export out.gif") from err
+            raise UsageError(
+                "MP4 export needs imageio-ffmpeg (pip install imageio-ffmpeg); "
+                "or export a GIF: --export out.gif"
+            ) from err
         frames = iter_layout_frames(recordings, stride=stride)
         first = next(frames)
-        writer = imageio_ffmpeg.write_frames(str(path), (first.shape[1], first.shape[0]), fps=fps,
-                                             macro_block_size=1, quality=7)
+        writer = imageio_ffmpeg.write_frames(
+            str(path), (first.shape[1], first.shape[0]), fps=fps, macro_block_size=1, quality=7
+        )
         writer.send(None)
         count = 0
         for frame in (first, *frames):
@@ -309,8 +325,13 @@ def record_checkpoint_task(source: CheckpointSource, task_seed: int) -> list[Rec
 
     task = source.scenario.sample_tasks(1, seed=task_seed)[0]
     print(f"task (seed {task_seed}): {task.describe()}", flush=True)
-    params_list = adapt_to_task(source.checkpoint, task, adapt_steps=source.adapt_steps,
-                                seed=derive_seed(task_seed, 1), backend=source.backend)
+    params_list = adapt_to_task(
+        source.checkpoint,
+        task,
+        adapt_steps=source.adapt_steps,
+        seed=derive_seed(task_seed, 1),
+        backend=source.backend,
+    )
     variants = [("pre-adaptation", params_list[0])]
     if len(params_list) > 1:
         k = len(params_list) - 1
@@ -321,9 +342,14 @@ def record_checkpoint_task(source: CheckpointSource, task_seed: int) -> list[Rec
         for episode in range(source.episodes):
             episode_seed = derive_seed(task_seed, 2, episode)
             for label, params in variants:
-                act = make_policy_act(source.checkpoint.policy, params, greedy=source.greedy, seed=episode_seed)
+                act = make_policy_act(
+                    source.checkpoint.policy, params, greedy=source.greedy, seed=episode_seed
+                )
                 rec = record_episode(env, act, seed=episode_seed, label=label, task=task, episode=episode)
-                print(f"  episode {episode} {label:>22}: {rec.outcome:9} return {rec.total_reward:+.2f}", flush=True)
+                print(
+                    f"  episode {episode} {label:>22}: {rec.outcome:9} return {rec.total_reward:+.2f}",
+                    flush=True,
+                )
                 recordings.append(rec)
     finally:
         if task.kind == "intersection":
@@ -345,8 +371,10 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
         from intersection_meta.adaptation import adapt_to_task  # noqa: F401
         from intersection_meta.checkpoint import load_checkpoint
     except ImportError as err:
-        raise UsageError(f"--checkpoint needs intersection_meta.checkpoint and intersection_meta.adaptation, "
-                         f"which are not available ({err}); replay a saved file with --recording") from err
+        raise UsageError(
+            f"--checkpoint needs intersection_meta.checkpoint and intersection_meta.adaptation, "
+            f"which are not available ({err}); replay a saved file with --recording"
+        ) from err
     from intersection_meta.scenario import Scenario, ScenarioError, apply_overrides, load_scenario
 
     path = Path(args.checkpoint)
@@ -356,7 +384,7 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
         checkpoint = load_checkpoint(path)
     except ValueError as err:  # CheckpointError / ScenarioError carry a one-line message naming the file
         raise UsageError(str(err).splitlines()[0]) from err
-    except Exception as err:  # noqa: BLE001 - any other load failure is still reported as one line
+    except Exception as err:
         raise UsageError(f"{path}: cannot load checkpoint ({type(err).__name__}: {err})") from err
     trained = checkpoint.scenario
     try:
@@ -372,11 +400,20 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
     if scenario.name != trained.name or args.set:
         want, have = _spaces_signature(trained.medium_task()), _spaces_signature(scenario.medium_task())
         if want != have:
-            raise UsageError(f"checkpoint {path} was trained on scenario {trained.name!r} ({want[0]}, observation "
-                             f"{want[1]}, actions {want[2]}), which does not match scenario {scenario.name!r} "
-                             f"({have[0]}, observation {have[1]}, actions {have[2]})")
-    return CheckpointSource(checkpoint, scenario, args.adapt_steps, args.episodes, args.backend,
-                            greedy=not args.sample, task_seed=args.task_seed)
+            raise UsageError(
+                f"checkpoint {path} was trained on scenario {trained.name!r} ({want[0]}, observation "
+                f"{want[1]}, actions {want[2]}), which does not match scenario {scenario.name!r} "
+                f"({have[0]}, observation {have[1]}, actions {have[2]})"
+            )
+    return CheckpointSource(
+        checkpoint,
+        scenario,
+        args.adapt_steps,
+        args.episodes,
+        args.backend,
+        greedy=not args.sample,
+        task_seed=args.task_seed,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -388,11 +425,16 @@ def check_display() -> None:
     """Raise :class:`UsageError` when no window can be opened."""
     driver = os.environ.get("SDL_VIDEODRIVER", "")
     if driver in ("offscreen", "dummy"):
-        raise UsageError(f"no display (SDL_VIDEODRIVER={driver}); export instead: --export out.gif "
-                         "or --snapshot out.png --step I")
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UsageError("no display (DISPLAY is not set); export instead: --export out.gif "
-                         "or --snapshot out.png --step I")
+        raise UsageError(
+            f"no display (SDL_VIDEODRIVER={driver}); export instead: --export out.gif "
+            "or --snapshot out.png --step I"
+        )
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise UsageError(
+            "no display (DISPLAY is not set); export instead: --export out.gif or --snapshot out.png --step I"
+        )
 
 
 def run_window(state: ViewState, source: CheckpointSource | None) -> None:
@@ -419,7 +461,9 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
             if event.type == pygame.QUIT:
                 command = "quit"
             elif event.type == pygame.KEYDOWN:
-                command = handle_key(state, pygame.key.name(event.key), shift=bool(event.mod & pygame.KMOD_SHIFT))
+                command = handle_key(
+                    state, pygame.key.name(event.key), shift=bool(event.mod & pygame.KMOD_SHIFT)
+                )
             elif event.type == pygame.MOUSEBUTTONDOWN and event.button == 1:
                 for i, (x, y, w, h) in enumerate(tab_rects(state)):
                     if x <= event.pos[0] < x + w and y <= event.pos[1] < y + h:
@@ -449,26 +493,48 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="keys:\n  " + "\n  ".join(HELP_LINES))
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="keys:\n  " + "\n  ".join(HELP_LINES),
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="meta-trained checkpoint (.pt): sample a task, adapt, record, replay")
-    src.add_argument("--recording", help="saved recordings (.npz) to replay; needs no torch and no checkpoint")
+    src.add_argument(
+        "--checkpoint", help="meta-trained checkpoint (.pt): sample a task, adapt, record, replay"
+    )
+    src.add_argument(
+        "--recording", help="saved recordings (.npz) to replay; needs no torch and no checkpoint"
+    )
     p.add_argument("--scenario", help="scenario name or path (default: the checkpoint's own)")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the sampled task (n: next seed)")
     p.add_argument("--adapt-steps", type=int, default=1, help="inner adaptation steps K")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="scenario override, e.g. other.speed_mps=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override, e.g. other.speed_mps=8 (repeatable)",
+    )
     p.add_argument("--episodes", type=int, default=1, help="episodes recorded per policy")
-    p.add_argument("--backend", choices=("highway", "fast"), default="highway",
-                   help="simulator used for the adaptation rollouts (recordings always use highway-env)")
-    p.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely one")
+    p.add_argument(
+        "--backend",
+        choices=("highway", "fast"),
+        default="highway",
+        help="simulator used for the adaptation rollouts (recordings always use highway-env)",
+    )
+    p.add_argument(
+        "--sample", action="store_true", help="sample actions instead of taking the most likely one"
+    )
     p.add_argument("--save", help="write the recordings to this .npz")
     p.add_argument("--episode", type=int, default=1, help="episode shown first / exported (1-based)")
     p.add_argument("--export", help="write out.gif or out.mp4 of the episode (side by side) and exit")
-    p.add_argument("--export-fps", type=float, default=15.0,
-                   help="frame rate cap of --export (frames are subsampled to reach it; real-time playback)")
+    p.add_argument(
+        "--export-fps",
+        type=float,
+        default=15.0,
+        help="frame rate cap of --export (frames are subsampled to reach it; real-time playback)",
+    )
     p.add_argument("--snapshot", help="write a PNG of one step of the episode and exit")
     p.add_argument("--step", type=int, help="decision step for --snapshot (0 = initial; default: last)")
     p.add_argument("--paused", action="store_true", help="start paused")
