@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from intersection_meta.config import ALGORITHMS, ConfigError, make_config
+from intersection_meta.config import ALGORITHMS, ConfigError, RunConfig, make_config
 
 #: Columns of ``results.csv`` (``success_rate_post`` only for intersection suites).
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -262,8 +262,21 @@ def run_dir_name(algo: str, seed: int) -> str:
     return f"{algo}__s{seed}"
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items() if k != "iterations"}
+def config_differences(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """Run-config keys (except ``iterations``) whose stored value differs from the requested one.
+
+    A key missing from ``stored`` (a run saved before the key existed) counts as its current default, and
+    stored keys the config no longer has are ignored, so adding a field with the old behaviour as default
+    does not invalidate finished runs.
+    """
+    defaults = RunConfig().to_dict()
+
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return sorted(
+        k for k, v in requested.items() if k != "iterations" and norm(stored.get(k, defaults.get(k))) != norm(v)
+    )
 
 
 def run_one(spec: RunSpec) -> RunOutcome:
@@ -287,10 +300,8 @@ def run_one(spec: RunSpec) -> RunOutcome:
                     f"{spec.out_dir} holds a run of a different scenario (other --set overrides?); "
                     "use another --out or delete it"
                 )
-            if _comparable(raw["config"]) != _comparable(config.to_dict()):
-                diff = sorted(
-                    k for k, v in _comparable(config.to_dict()).items() if raw["config"].get(k) != v
-                )
+            diff = config_differences(raw["config"], config.to_dict())
+            if diff:
                 raise BenchError(
                     f"{spec.out_dir} holds a run with a different config (keys {', '.join(diff)}); "
                     "use another --out or delete it"
@@ -413,9 +424,7 @@ def load_runs(
     return runs
 
 
-def summarize(
-    algo: str, runs: Sequence[list[dict[str, float]]], target: float | None, window: int = 3
-) -> AlgoSummary:
+def summarize(algo: str, runs: Sequence[list[dict[str, float]]], target: float | None, window: int = 3) -> AlgoSummary:
     hits = [time_to_target(rows, target, window) for rows in runs] if target is not None else []
     got = [h for h in hits if h is not None]
     return AlgoSummary(
@@ -428,9 +437,7 @@ def summarize(
         final_return=mean_ci([final_return(rows) for rows in runs]),
         final_success=mean_ci([final_return(rows, key="success_rate_post") for rows in runs]),
         time_per_iteration_s=mean_ci([sum(r["time_iteration_s"] for r in rows) / len(rows) for rows in runs]),
-        ms_per_1k_steps=mean_ci(
-            [1e6 * rows[-1]["wall_time_s"] / max(rows[-1]["env_steps"], 1) for rows in runs]
-        ),
+        ms_per_1k_steps=mean_ci([1e6 * rows[-1]["wall_time_s"] / max(rows[-1]["env_steps"], 1) for rows in runs]),
         peak_rss_mb=mean_ci([max(r["peak_rss_mb"] for r in rows) for rows in runs]),
         iterations=[int(rows[-1]["iteration"]) for rows in runs],
     )
@@ -447,9 +454,7 @@ def _fmt_num(x: float, digits: int = 2) -> str:
     return "-" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def write_results_csv(
-    path: Path, runs: dict[tuple[str, int], list[dict[str, float]]], with_success: bool
-) -> None:
+def write_results_csv(path: Path, runs: dict[tuple[str, int], list[dict[str, float]]], with_success: bool) -> None:
     columns = [c for c in RESULT_COLUMNS if with_success or c != "success_rate_post"]
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -459,9 +464,7 @@ def write_results_csv(
                 out: list[Any] = [algo, seed]
                 for c in columns[2:]:
                     v = r[c]
-                    out.append(
-                        int(v) if c in ("iteration", "env_steps") else ("" if math.isnan(v) else f"{v:.5g}")
-                    )
+                    out.append(int(v) if c in ("iteration", "env_steps") else ("" if math.isnan(v) else f"{v:.5g}"))
                 writer.writerow(out)
 
 
@@ -616,8 +619,7 @@ def render_report(
             "Ratios of the means above (< 1: the directed variant needs less). `*`: not every seed of both "
             "reached the target, so the ratio is over the seeds that did.",
             "",
-            "| pair | iterations to target | time to target | env steps to target | time / iteration "
-            "| final return |",
+            "| pair | iterations to target | time to target | env steps to target | time / iteration | final return |",
             "|---|---|---|---|---|---|",
         ]
         for d, b in pairs:
@@ -713,10 +715,7 @@ def make_report(
         report_dir=report_dir,
         missing=missing,
         jobs=jobs,
-        hits={
-            a: {s: time_to_target(runs[(a, s)], target, window) for s in seeds if (a, s) in runs}
-            for a in algos
-        }
+        hits={a: {s: time_to_target(runs[(a, s)], target, window) for s in seeds if (a, s) in runs} for a in algos}
         if target is not None
         else None,
     )
@@ -733,12 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--suite",
         required=True,
-        help="scenario name (cartpole_physics, lunarlander_gravity_wind, "
-        "yield_left, ...) or path to a scenario file",
+        help="scenario name (cartpole_physics, lunarlander_gravity_wind, yield_left, ...) or path to a scenario file",
     )
-    p.add_argument(
-        "--algos", default=",".join(ALGORITHMS), help="comma-separated algorithms (default: all six)"
-    )
+    p.add_argument("--algos", default=",".join(ALGORITHMS), help="comma-separated algorithms (default: all six)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, run as seeds 0..N-1 (default 5)")
     p.add_argument("--iterations", type=int, required=True, help="meta-iterations per run")
     p.add_argument("--out", help="benchmark directory (default runs/bench/SUITE)")
@@ -764,9 +760,7 @@ def _parse_algos(text: str) -> list[str]:
     algos = [a.strip() for a in text.split(",") if a.strip()]
     bad = [a for a in algos if a not in ALGORITHMS]
     if bad or not algos:
-        raise BenchError(
-            f"--algos: unknown {', '.join(bad) or '(empty)'}; expected some of {', '.join(ALGORITHMS)}"
-        )
+        raise BenchError(f"--algos: unknown {', '.join(bad) or '(empty)'}; expected some of {', '.join(ALGORITHMS)}")
     if len(set(algos)) != len(algos):
         raise BenchError(f"--algos: duplicate entries in {text!r}")
     return algos
@@ -785,13 +779,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_sets, scenario_sets = split_overrides(args.set)
         for key in ("algo", "seed", "iterations", "scenario"):
             if key in run_sets:
-                raise BenchError(
-                    f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead"
-                )
+                raise BenchError(f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead")
         scenario = load_scenario(args.suite, scenario_sets)
-        base = make_config(
-            {**run_sets, "scenario": args.suite, "iterations": args.iterations}, source="--set"
-        )
+        base = make_config({**run_sets, "scenario": args.suite, "iterations": args.iterations}, source="--set")
     except (BenchError, ConfigError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -852,8 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         failed = [o for o in outcomes if o.status == "failed"]
         print(
-            f"bench: {len(outcomes) - len(failed)}/{len(outcomes)} runs complete in "
-            f"{time.perf_counter() - t0:.0f} s",
+            f"bench: {len(outcomes) - len(failed)}/{len(outcomes)} runs complete in {time.perf_counter() - t0:.0f} s",
             file=sys.stderr,
         )
     else:

@@ -13,6 +13,7 @@ from intersection_meta import bench
 from intersection_meta.bench import (
     TargetHit,
     band_over_seeds,
+    config_differences,
     final_return,
     interpolate,
     mean_ci,
@@ -96,6 +97,16 @@ def test_paired_difference_over_seeds_both_reached():
     assert (mean, n, fewer, same, more) == (-2.0, 3, 2, 1, 0)
     assert half == pytest.approx(4.303 * 2.0 / math.sqrt(3.0))
     assert paired_difference(directed, base, "env_steps")[0] == pytest.approx(-200.0)
+
+
+def test_config_differences_tolerates_added_and_removed_fields():
+    from intersection_meta.config import RunConfig
+
+    current = RunConfig().to_dict()
+    stored = {k: v for k, v in current.items() if k != "entropy_coef"} | {"retired_key": 1, "iterations": 3}
+    assert config_differences(stored, current) == []  # missing key = default; unknown stored key ignored
+    assert config_differences(stored | {"inner_lr": 0.123}, current) == ["inner_lr"]
+    assert config_differences(stored, current | {"entropy_coef": 0.5}) == ["entropy_coef"]
 
 
 def test_unknown_algorithm_is_a_clear_error(capsys):
