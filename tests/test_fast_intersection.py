@@ -398,3 +398,86 @@ def test_rejects_invalid_tasks_and_options(tasks):
     env = FastIntersectionVectorEnv(tasks)
     with pytest.raises(ValueError, match="reset options"):
         env.reset(options={"task": tasks[0]})
+
+
+# --- sharding over worker processes ---------------------------------------------------------------------------
+def test_shard_bounds_are_contiguous_and_balanced():
+    from intersection_meta.envs.sharded import shard_bounds
+
+    bounds = shard_bounds(10, 3)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 10
+    assert all(b[1] == c[0] for b, c in zip(bounds, bounds[1:]))
+    assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
+
+
+def test_sharded_env_matches_single_process_env_and_shuts_down_workers():
+    import gc
+    import os
+    import time
+
+    from intersection_meta.envs.factory import make_vector_env
+    from intersection_meta.envs.sharded import ShardedFastIntersectionVectorEnv
+
+    tasks = _broad_tasks(23, seed=5)
+    single = FastIntersectionVectorEnv(tasks, seed=1)
+    sharded = make_vector_env(tasks, seed=1, backend="fast", workers=3)
+    assert isinstance(sharded, ShardedFastIntersectionVectorEnv) and len(sharded.worker_pids) == 2
+    o1, _ = single.reset()
+    o2, _ = sharded.reset()
+    np.testing.assert_array_equal(o1, o2)
+    rng = np.random.default_rng(0)
+    for t in range(70):
+        actions = rng.integers(3, size=len(tasks))
+        r1, r2 = single.step(actions), sharded.step(actions)
+        for a, b in zip(r1[:4], r2[:4], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
+        assert r1[4].keys() == r2[4].keys() and r1[4]["rewards"].keys() == r2[4]["rewards"].keys()
+        for k in ("crashed", "arrived", "speed"):
+            np.testing.assert_array_equal(r1[4][k], r2[4][k])
+        for k, v in r1[4]["rewards"].items():
+            np.testing.assert_array_equal(v, r2[4]["rewards"][k])
+        if t == 40:  # a masked reset mid-run
+            mask = rng.random(len(tasks)) < 0.5
+            o1, _ = single.reset(options={"reset_mask": mask})
+            o2, _ = sharded.reset(options={"reset_mask": mask})
+            np.testing.assert_array_equal(o1, o2)
+    s1, s2 = single.vehicle_state(), sharded.vehicle_state()
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k])
+    assert sharded.cpu_seconds() > 0
+    pids = sharded.worker_pids
+    sharded.close()
+    with pytest.raises(RuntimeError):
+        sharded.step(np.zeros(len(tasks), dtype=int))
+    assert not any(os.path.exists(f"/proc/{p}") and _is_running(p) for p in pids)
+    # Garbage collection (no close()) also stops the workers.
+    env = ShardedFastIntersectionVectorEnv(tasks[:4], workers=2)
+    pids = env.worker_pids
+    del env
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(_is_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_is_running(p) for p in pids)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_option_is_validated():
+    from intersection_meta.envs.factory import make_vector_env
+    from intersection_meta.envs.sharded import ShardedFastIntersectionVectorEnv
+
+    tasks = _broad_tasks(2, seed=0)
+    assert isinstance(make_vector_env(tasks, backend="fast"), FastIntersectionVectorEnv)
+    with pytest.raises(ValueError, match="workers"):
+        make_vector_env(tasks, backend="highway", workers=2)
+    with pytest.raises(ValueError, match="workers"):
+        make_vector_env(tasks, backend="fast", workers=0)
+    with pytest.raises(ValueError, match="workers"):
+        ShardedFastIntersectionVectorEnv(tasks, workers=3)

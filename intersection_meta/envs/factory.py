@@ -83,6 +83,7 @@ def make_vector_env(
     seed: int | None = None,
     backend: str = "highway",
     asynchronous: bool = False,
+    workers: int = 1,
 ) -> gym.vector.VectorEnv:
     """One sub-env per task: sub-env ``i`` runs ``tasks[i]`` (repeat a task to get several episode slots).
 
@@ -93,9 +94,12 @@ def make_vector_env(
             or ``"fast"`` (``FastIntersectionVectorEnv(tasks, seed=seed)``, intersection tasks only).
         asynchronous: ``"highway"`` backend only: ``AsyncVectorEnv`` (one process per sub-env) instead of
             ``SyncVectorEnv``.
+        workers: ``"fast"`` backend only: split the scenes over this many processes
+            (``ShardedFastIntersectionVectorEnv``; identical results); 1 (default) starts no process.
 
     Raises:
-        ValueError: empty ``tasks``, mixed kinds, unknown backend, or "fast" with non-intersection tasks.
+        ValueError: empty ``tasks``, mixed kinds, unknown backend, "fast" with non-intersection tasks, or
+            ``workers != 1`` without backend "fast".
     """
     tasks = list(tasks)
     if not tasks:
@@ -107,6 +111,10 @@ def make_vector_env(
         raise ValueError(f"all tasks of a vector env must have the same kind, got {kinds}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers != 1 and backend != "fast":
+        raise ValueError("workers applies to backend 'fast' only (use asynchronous=True for 'highway')")
     if backend == "fast":
         if kinds[0] != "intersection":
             raise ValueError(f"backend 'fast' simulates intersection tasks only, got kind {kinds[0]!r}")
@@ -122,7 +130,11 @@ def make_vector_env(
                 "(FastIntersectionVectorEnv), "
                 "which is not available in this installation; use backend='highway'"
             ) from err
-        return module.FastIntersectionVectorEnv(tasks, seed=seed)
+        if workers == 1:
+            return module.FastIntersectionVectorEnv(tasks, seed=seed)
+        from intersection_meta.envs.sharded import ShardedFastIntersectionVectorEnv
+
+        return ShardedFastIntersectionVectorEnv(tasks, seed=seed, workers=workers)
 
     env_fns: list[Callable[[], gym.Env]] = [
         functools.partial(make_env, task, seed=sub_env_seed(seed, i)) for i, task in enumerate(tasks)
