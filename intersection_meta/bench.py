@@ -179,10 +179,19 @@ def band_over_seeds(curves: Sequence[Sequence[float]]) -> tuple[list[float], lis
     return means, halves, counts
 
 
-def interpolate(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float]) -> list[float]:
-    """Piecewise-linear ``ys(xs)`` at ``grid`` points; NaN outside ``[xs[0], xs[-1]]`` (``xs`` increasing)."""
+def interpolate(
+    xs: Sequence[float], ys: Sequence[float], grid: Sequence[float], *, hold_last: bool = False
+) -> list[float]:
+    """Piecewise-linear ``ys(xs)`` at ``grid`` points (``xs`` increasing).
+
+    NaN before ``xs[0]``; after ``xs[-1]`` NaN, or ``ys[-1]`` with ``hold_last`` (a finished run keeps its
+    final policy, so averaging over seeds does not jump when the fastest seeds end).
+    """
     out, j = [], 0
     for g in grid:
+        if xs and hold_last and g > xs[-1]:
+            out.append(float(ys[-1]))
+            continue
         if not xs or g < xs[0] or g > xs[-1]:
             out.append(float("nan"))
             continue
@@ -505,7 +514,7 @@ def plot_curves(
                 end = max(rows[-1]["wall_time_s"] for rows in seed_rows)
                 xs = [end * i / 200 for i in range(201)]
                 curves = [
-                    interpolate([r["wall_time_s"] for r in rows], [r["return_post"] for r in rows], xs)
+                    interpolate([r["wall_time_s"] for r in rows], [r["return_post"] for r in rows], xs, hold_last=True)
                     for rows in seed_rows
                 ]
                 means, halves, counts = [], [], []
@@ -583,7 +592,8 @@ def render_report(
         lines += [f"![{p.stem}]({p.relative_to(report_dir).as_posix()})", ""]
     lines += [
         "Solid lines: directed variants; dashed: their base algorithms. Bands: 95% t confidence interval of "
-        "the mean over seeds; the wall-time plot interpolates each seed's curve onto a common time grid.",
+        "the mean over seeds; the wall-time plot interpolates each seed's curve onto a common time grid "
+        "(a finished run keeps its final return up to the slowest run's end).",
         "",
     ]
     lines += [

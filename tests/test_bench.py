@@ -79,10 +79,10 @@ def test_final_return_band_interpolate_ratio():
     assert means == [2.0, 3.0] and counts == [2, 1]
     assert halves[0] == pytest.approx(12.706 * math.sqrt(2.0) / math.sqrt(2.0))  # sd sqrt(2), n 2
     assert math.isnan(halves[1])
-    assert interpolate([0.0, 2.0, 4.0], [0.0, 10.0, 30.0], [1.0, 2.0, 3.0]) == pytest.approx(
-        [5.0, 10.0, 20.0]
-    )
+    assert interpolate([0.0, 2.0, 4.0], [0.0, 10.0, 30.0], [1.0, 2.0, 3.0]) == pytest.approx([5.0, 10.0, 20.0])
     assert math.isnan(interpolate([1.0, 2.0], [0.0, 1.0], [5.0])[0])
+    assert interpolate([1.0, 2.0], [0.0, 1.0], [0.5, 5.0], hold_last=True)[1] == 1.0
+    assert math.isnan(interpolate([1.0, 2.0], [0.0, 1.0], [0.5], hold_last=True)[0])
     assert ratio(3.0, 4.0) == 0.75 and math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(float("nan"), 1.0))
 
 
@@ -150,9 +150,7 @@ def test_tiny_end_to_end_and_rerun_skips(tmp_path: Path, capsys):
     with (out / "results.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 2 * 2
-    assert {(r["algo"], r["seed"]) for r in rows} == {
-        (a, s) for a in ("maml", "directed_maml") for s in ("0", "1")
-    }
+    assert {(r["algo"], r["seed"]) for r in rows} == {(a, s) for a in ("maml", "directed_maml") for s in ("0", "1")}
     assert "success_rate_post" not in rows[0]  # CartPole has no success flag
     assert all(float(r["return_post"]) > 0 and float(r["time_iteration_s"]) > 0 for r in rows)
 
