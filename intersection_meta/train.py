@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 def split_overrides(items: Sequence[str]) -> tuple[dict, list[str]]:
     """Route each ``KEY=VALUE`` to the run config (known field) or the scenario (dotted scenario key)."""
     run_keys = {f.name for f in fields(RunConfig)}
-    values = parse_set(items)
     run, scenario = {}, []
-    for item, (key, value) in zip(items, values.items(), strict=False):
+    for item in items:  # one at a time, so a repeated key keeps its order (the last one wins)
+        ((key, value),) = parse_set([item]).items()
         if key in run_keys:
             run[key] = value
         elif "." in key:

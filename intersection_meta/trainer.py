@@ -177,6 +177,7 @@ class Trainer:
             self.policy = build_policy(self.obs_space, self.act_space, hidden=config.hidden_sizes)
         self.learner = make_learner(config.algo, self.policy, meta_config(config))
         self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.meta_lr)
+        self.git_sha = git_sha()  # once per run: a subprocess per checkpoint would cost every iteration
         self.iteration = 0
         self.env_steps = 0
         self.wall_time_s = 0.0
@@ -192,7 +193,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "scenario": self.scenario.to_dict(),
             "spaces": spaces_to_dict(self.obs_space, self.act_space),
-            "git_sha": git_sha(),
+            "git_sha": self.git_sha,
             "extra": {"env_steps": self.env_steps, "wall_time_s": self.wall_time_s, "backend": self.backend},
         }
 
@@ -294,7 +295,7 @@ class Trainer:
 def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
     text = yaml.safe_dump(
         {
-            "git_sha": git_sha(),
+            "git_sha": trainer.git_sha,
             "backend": trainer.backend,
             "run": trainer.config.to_dict(),
             "scenario": trainer.scenario.to_dict(),

@@ -211,3 +211,11 @@ def test_cli_bad_input_is_one_line_exit_2(args, fragment):
     r = _cli(*args)
     assert r.returncode == 2, r.stderr
     assert fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_repeated_set_keys_route_correctly_and_last_wins():
+    from intersection_meta.train import split_overrides
+
+    run, scenario = split_overrides(["meta_lr=0.1", "meta_lr=0.2", "other.speed_mps=[6,9]", "seed=3"])
+    assert run == {"meta_lr": 0.2, "seed": 3}
+    assert scenario == ["other.speed_mps=[6,9]"]
