@@ -86,6 +86,7 @@ def evaluate_checkpoint(
     """
     from intersection_meta.adaptation import adapt_and_rollout, resolve_backend
     from intersection_meta.seeding import derive_seed
+    from intersection_meta.tasks import task_to_dict
 
     sc = scenario or checkpoint.scenario
     episodes = episodes_per_task or checkpoint.config.episodes_per_task
@@ -111,6 +112,17 @@ def evaluate_checkpoint(
                 p, plo, phi = wilson_interval(count, n)
                 row[f"{name}_rate"], row[f"{name}_ci"] = p, [plo, phi]
         steps.append(row)
+    per_task = []
+    for task, final in zip(tasks, result.episodes[-1], strict=True):
+        entry: dict[str, Any] = {
+            "task_id": task.task_id,
+            "task": task_to_dict(task),
+            "return_mean": float(final.returns.mean()),
+        }
+        if final.arrived is not None:
+            entry["success_rate"] = float(final.arrived.float().mean())
+            entry["collision_rate"] = float(final.crashed.float().mean())
+        per_task.append(entry)
     return {
         "scenario": sc.name,
         "algo": checkpoint.algo,
@@ -120,6 +132,7 @@ def evaluate_checkpoint(
         "backend": backend,
         "task_ids": [t.task_id for t in tasks],
         "steps": steps,
+        "per_task": per_task,
     }
 
 
@@ -144,9 +157,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m intersection_meta.evaluate", description=__doc__.splitlines()[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m intersection_meta.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint .pt file or run directory")
     p.add_argument("--scenario", help="evaluate on this scenario (must match the checkpoint's, or use --set)")
     p.add_argument(
@@ -157,12 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override scenario keys for evaluation, e.g. --set other.speed_mps=[6,9]",
     )
     p.add_argument("--tasks", type=int, default=40, help="number of held-out tasks (default 40)")
-    p.add_argument(
-        "--adapt-steps", type=int, default=None, help="adaptation steps (default: the run's inner_steps)"
-    )
-    p.add_argument(
-        "--episodes", type=int, default=None, help="episodes per task and step (default: the run's)"
-    )
+    p.add_argument("--adapt-steps", type=int, default=None, help="adaptation steps (default: the run's inner_steps)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task and step (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     p.add_argument("--backend", default="auto", choices=("auto", "fast", "highway"), help="simulator")
     p.add_argument(
@@ -200,8 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             if scenario.kind != ckpt.scenario.kind:
                 raise CheckpointError(
-                    f"{ckpt.path}: trained on a {ckpt.scenario.kind} scenario, cannot evaluate on "
-                    f"{scenario.kind}"
+                    f"{ckpt.path}: trained on a {ckpt.scenario.kind} scenario, cannot evaluate on {scenario.kind}"
                 )
         adapt_steps = ckpt.config.inner_steps if args.adapt_steps is None else args.adapt_steps
         if adapt_steps < 0:

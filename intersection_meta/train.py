@@ -8,6 +8,7 @@ Run-config keys and scenario keys are both set with ``--set KEY=VALUE`` (e.g. ``
 from __future__ import annotations
 
 import argparse
+import json
 import difflib
 import sys
 from collections.abc import Sequence
@@ -166,6 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(format_report(report))
         (result.out_dir / "evaluation.txt").write_text(format_report(report) + "\n")
+        (result.out_dir / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+        crashed = [t["task_id"] for t in report["per_task"] if t.get("collision_rate", 0.0) > 0.5]
+        if crashed:
+            print(
+                f"held-out crossings that still end in a collision after adaptation ({len(crashed)}): "
+                f"{' '.join(crashed[:8])}{' ...' if len(crashed) > 8 else ''}\n"
+                f"  replay one:  python -m viz.replay --checkpoint {ckpt_path} --task-id {crashed[0]}"
+            )
     print(
         "\nnext steps:\n"
         f"  evaluate:  python -m intersection_meta.evaluate --checkpoint {ckpt_path} --adapt-steps 3\n"

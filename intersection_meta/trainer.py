@@ -11,12 +11,14 @@ Per meta-iteration ``k`` (seeds derive from ``(run seed, k, phase)``, so results
    one Adam step on the meta-parameters.
 
 A run directory holds ``config.yaml`` (resolved run config + scenario + git commit), ``metrics.csv`` (one row
-per iteration), TensorBoard event files under ``tb/`` and ``checkpoints/last.pt`` (+ numbered ones).
+per iteration), ``tasks.jsonl`` (every sampled task with its ID), TensorBoard event files under ``tb/`` and
+``checkpoints/last.pt`` (+ numbered ones).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import resource
 import sys
@@ -44,6 +46,7 @@ from intersection_meta.networks import build_policy
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
 from intersection_meta.scenario import Scenario, load_scenario
 from intersection_meta.seeding import derive_seed
+from intersection_meta.tasks import task_from_dict, task_to_dict
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "iteration",
@@ -139,9 +142,7 @@ class MetricsWriter:
 
     def write(self, row: dict[str, float]) -> None:
         with self.csv_path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=METRIC_COLUMNS).writerow(
-                {k: row.get(k, "") for k in METRIC_COLUMNS}
-            )
+            csv.DictWriter(fh, fieldnames=METRIC_COLUMNS).writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
         if self.tb is not None:
             step = int(row["iteration"])
             for key, value in row.items():
@@ -155,11 +156,53 @@ class MetricsWriter:
             self.tb.close()
 
 
+class TaskLog:
+    """``tasks.jsonl``: one line per sampled task (iteration, index, task_id, full task), so any crossing seen in
+    training can be named by its ID and replayed (``python -m viz.replay --checkpoint RUN --task-id ID``)."""
+
+    def __init__(self, out_dir: Path, start_iteration: int) -> None:
+        self.path = out_dir / "tasks.jsonl"
+        kept = []
+        if start_iteration > 0 and self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line and json.loads(line)["iteration"] <= start_iteration
+            ]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, iteration: int, tasks: list) -> None:
+        with self.path.open("a") as fh:
+            for index, task in enumerate(tasks):
+                fh.write(
+                    json.dumps(
+                        {"iteration": iteration, "index": index, "task_id": task.task_id, "task": task_to_dict(task)}
+                    )
+                    + "\n"
+                )
+
+
+def find_logged_task(run_dir: Path, task_id: str):
+    """The task with ``task_id`` from a run's ``tasks.jsonl`` (training) or ``evaluation.json`` (held-out), or
+    None."""
+    run_dir = Path(run_dir)
+    if (run_dir / "tasks.jsonl").exists():
+        with (run_dir / "tasks.jsonl").open() as fh:
+            for line in fh:
+                record = json.loads(line)
+                if record["task_id"] == task_id:
+                    return task_from_dict(record["task"])
+    if (run_dir / "evaluation.json").exists():
+        for record in json.loads((run_dir / "evaluation.json").read_text()).get("per_task", []):
+            if record["task_id"] == task_id:
+                return task_from_dict(record["task"])
+    return None
+
+
 def read_metrics(path: Path) -> list[dict[str, float]]:
     with Path(path).open(newline="") as fh:
         return [
-            {k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()}
-            for r in csv.DictReader(fh)
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(fh)
         ]
 
 
@@ -181,6 +224,7 @@ class Trainer:
         self.iteration = 0
         self.env_steps = 0
         self.wall_time_s = 0.0
+        self.last_tasks: list = []  # the meta-batch of the latest step, logged to tasks.jsonl
 
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -241,6 +285,7 @@ class Trainer:
                 directed_info = self.learner.directed_update(med_in, med_out, iteration=k)
 
         tasks = self.scenario.sample_tasks(cfg.meta_batch_size, seed=derive_seed(cfg.seed, k, _PHASE_TASKS))
+        self.last_tasks = tasks
         slots = repeat_tasks(tasks, cfg.episodes_per_task)
         with clock("sampling"):
             pre = self._collect(slots, self.policy, derive_seed(cfg.seed, k, _PHASE_PRE))
@@ -352,14 +397,14 @@ def train(
         out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
         if (out_dir / "checkpoints" / "last.pt").exists():
             raise TrainError(
-                f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose "
-                "another --out"
+                f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose another --out"
             )
         trainer = Trainer(config, scenario)
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     _write_run_config(out_dir, trainer)
     writer = MetricsWriter(out_dir, trainer.iteration, tensorboard=tensorboard)
+    task_log = TaskLog(out_dir, trainer.iteration)
     rows: list[dict[str, float]] = []
     bar = None
     if progress:
@@ -380,6 +425,7 @@ def train(
             row = trainer.step()
             done_here += 1
             writer.write(row)
+            task_log.write(trainer.iteration, trainer.last_tasks)
             rows.append(row)
             save_checkpoint(last, trainer.state())
             if trainer.iteration % config.checkpoint_every == 0 or trainer.iteration == config.iterations:
@@ -389,9 +435,7 @@ def train(
             if bar is not None:
                 postfix = {"R_pre": f"{row['return_pre']:.2f}", "R_post": f"{row['return_post']:.2f}"}
                 if not math.isnan(row["success_rate_post"]):
-                    postfix.update(
-                        success=f"{row['success_rate_post']:.0%}", crash=f"{row['collision_rate_post']:.0%}"
-                    )
+                    postfix.update(success=f"{row['success_rate_post']:.0%}", crash=f"{row['collision_rate_post']:.0%}")
                 postfix["s/it"] = f"{row['time_iteration_s']:.1f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)

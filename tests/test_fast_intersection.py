@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import dataclasses
 
 import gymnasium as gym
@@ -406,7 +407,7 @@ def test_shard_bounds_are_contiguous_and_balanced():
 
     bounds = shard_bounds(10, 3)
     assert bounds[0][0] == 0 and bounds[-1][1] == 10
-    assert all(b[1] == c[0] for b, c in zip(bounds, bounds[1:]))
+    assert all(b[1] == c[0] for b, c in itertools.pairwise(bounds))
     assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
 
 

@@ -41,11 +41,7 @@ def test_every_algorithm_trains_and_checkpoints(tmp_path: Path, algo: str):
     rows = read_metrics(result.out_dir / "metrics.csv")
     assert [r["iteration"] for r in rows] == [1, 2]
     for r in rows:
-        assert (
-            math.isfinite(r["return_pre"])
-            and math.isfinite(r["return_post"])
-            and math.isfinite(r["outer_loss"])
-        )
+        assert math.isfinite(r["return_pre"]) and math.isfinite(r["return_post"]) and math.isfinite(r["outer_loss"])
         assert r["env_steps"] > 0
         assert (r["time_directed_s"] > 0) == algo.startswith("directed_")
     ckpt = load_checkpoint(result.checkpoint)
@@ -56,9 +52,7 @@ def test_every_algorithm_trains_and_checkpoints(tmp_path: Path, algo: str):
     if "meta_sgd" in algo:
         sizes = ckpt.learner.step_sizes
         assert sizes is not None
-        assert any(
-            not torch.allclose(v, torch.full_like(v, TINY.get("inner_lr", 0.5))) for v in sizes.values()
-        )
+        assert any(not torch.allclose(v, torch.full_like(v, TINY.get("inner_lr", 0.5))) for v in sizes.values())
 
 
 def test_checkpoint_round_trip_is_exact_and_weights_only(tmp_path: Path):
@@ -106,11 +100,7 @@ def test_checkpoint_write_is_atomic(tmp_path: Path):
 
 def _comparable(rows):
     return [
-        {
-            k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in r.items()
-            if k not in TIMING_COLUMNS
-        }
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if k not in TIMING_COLUMNS}
         for r in rows
     ]
 
@@ -219,3 +209,38 @@ def test_repeated_set_keys_route_correctly_and_last_wins():
     run, scenario = split_overrides(["meta_lr=0.1", "meta_lr=0.2", "other.speed_mps=[6,9]", "seed=3"])
     assert run == {"meta_lr": 0.2, "seed": 3}
     assert scenario == ["other.speed_mps=[6,9]"]
+
+
+def test_tasks_are_logged_with_ids_and_can_be_found_again(tmp_path: Path):
+    import json
+
+    from intersection_meta.tasks import task_id
+    from intersection_meta.trainer import find_logged_task
+
+    config = make_config({**TINY, "iterations": 3})
+    train(config, tmp_path / "log", progress=False, tensorboard=False, scenario=tiny_scenario(), stop_after=2)
+    train(config, tmp_path / "log", resume=True, progress=False, tensorboard=False)
+    records = [json.loads(line) for line in (tmp_path / "log" / "tasks.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["index"]) for r in records] == [(i, j) for i in (1, 2, 3) for j in range(2)]
+    from intersection_meta.seeding import derive_seed
+
+    expected = tiny_scenario().sample_tasks(2, seed=derive_seed(0, 1, 0))  # iteration 1 (k=1), phase 0
+    found = find_logged_task(tmp_path / "log", records[2]["task_id"])
+    assert found == expected[0] and task_id(found) == records[2]["task_id"]
+    assert find_logged_task(tmp_path / "log", "deadbeef") is None
+
+
+def test_replay_of_a_logged_task_by_id(tmp_path: Path):
+    import json
+    import os
+
+    run(tmp_path, "r", iterations=1)
+    first = json.loads((tmp_path / "r" / "tasks.jsonl").read_text().splitlines()[0])
+    env = {**os.environ, "SDL_VIDEODRIVER": "offscreen"}
+    snap = tmp_path / "snap.png"
+    args = [sys.executable, "-m", "viz.replay", "--checkpoint", str(tmp_path / "r"), "--snapshot", str(snap)]
+    r = subprocess.run([*args, "--task-id", first["task_id"]], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert first["task_id"] in r.stdout and snap.exists()
+    r = subprocess.run([*args, "--task-id", "deadbeef"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "deadbeef" in r.stderr and "Traceback" not in r.stderr

@@ -116,9 +116,7 @@ def step_to(state: ViewState, direction: int, *, single_frame: bool) -> ViewStat
     else:
         points = state.decision_frames()
         later, earlier = points[points > current], points[points < current]
-        target = (
-            (later[0] if len(later) else current) if direction > 0 else (earlier[-1] if len(earlier) else 0)
-        )
+        target = (later[0] if len(later) else current) if direction > 0 else (earlier[-1] if len(earlier) else 0)
     return replace(state, frame=float(np.clip(target, 0, state.n_frames() - 1)), playing=False)
 
 
@@ -179,9 +177,7 @@ def draw_window(surface: Any, state: ViewState) -> None:
 
     surface.fill((12, 12, 14))
     for i, (rect, episode_id) in enumerate(zip(tab_rects(state), state.episode_ids(), strict=True)):
-        pygame.draw.rect(
-            surface, (70, 110, 170) if i == state.episode else (45, 45, 55), rect, border_radius=4
-        )
+        pygame.draw.rect(surface, (70, 110, 170) if i == state.episode else (45, 45, 55), rect, border_radius=4)
         surface.blit(
             _font(18).render(f"{i + 1}: episode {episode_id}", True, (235, 235, 235)),
             (rect[0] + 6, rect[1] + 4),
@@ -238,8 +234,7 @@ def export_video(path: str | Path, recordings: Sequence[Recording], *, max_fps: 
             import imageio_ffmpeg
         except ImportError as err:
             raise UsageError(
-                "MP4 export needs imageio-ffmpeg (pip install imageio-ffmpeg); "
-                "or export a GIF: --export out.gif"
+                "MP4 export needs imageio-ffmpeg (pip install imageio-ffmpeg); or export a GIF: --export out.gif"
             ) from err
         frames = iter_layout_frames(recordings, stride=stride)
         first = next(frames)
@@ -289,9 +284,12 @@ class CheckpointSource:
     greedy: bool
     task_seed: int
     log: list[str] = field(default_factory=list)
+    #: A task given by ``--task-id``: replayed first, then ``n`` samples new tasks as usual.
+    fixed_task: Any = None
 
     def record_next(self) -> list[Recording]:
-        recordings = record_checkpoint_task(self, self.task_seed)
+        task, self.fixed_task = self.fixed_task, None
+        recordings = record_checkpoint_task(self, self.task_seed, task)
         self.task_seed += 1
         return recordings
 
@@ -317,14 +315,17 @@ def make_policy_act(policy: Any, params: Any, *, greedy: bool, seed: int) -> Any
     return act
 
 
-def record_checkpoint_task(source: CheckpointSource, task_seed: int) -> list[Recording]:
+def record_checkpoint_task(source: CheckpointSource, task_seed: int, task: Any = None) -> list[Recording]:
     from intersection_meta.adaptation import adapt_to_task
     from intersection_meta.envs.factory import make_env
     from intersection_meta.recording import record_episode
     from intersection_meta.seeding import derive_seed
 
-    task = source.scenario.sample_tasks(1, seed=task_seed)[0]
-    print(f"task (seed {task_seed}): {task.describe()}", flush=True)
+    if task is None:
+        task = source.scenario.sample_tasks(1, seed=task_seed)[0]
+        print(f"task (seed {task_seed}): {task.describe()}", flush=True)
+    else:
+        print(f"task {task.task_id} (logged by the run): {task.describe()}", flush=True)
     params_list = adapt_to_task(
         source.checkpoint,
         task,
@@ -342,9 +343,7 @@ def record_checkpoint_task(source: CheckpointSource, task_seed: int) -> list[Rec
         for episode in range(source.episodes):
             episode_seed = derive_seed(task_seed, 2, episode)
             for label, params in variants:
-                act = make_policy_act(
-                    source.checkpoint.policy, params, greedy=source.greedy, seed=episode_seed
-                )
+                act = make_policy_act(source.checkpoint.policy, params, greedy=source.greedy, seed=episode_seed)
                 rec = record_episode(env, act, seed=episode_seed, label=label, task=task, episode=episode)
                 print(
                     f"  episode {episode} {label:>22}: {rec.outcome:9} return {rec.total_reward:+.2f}",
@@ -405,6 +404,17 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
                 f"{want[1]}, actions {want[2]}), which does not match scenario {scenario.name!r} "
                 f"({have[0]}, observation {have[1]}, actions {have[2]})"
             )
+    fixed_task = None
+    if getattr(args, "task_id", None):
+        from intersection_meta.trainer import find_logged_task
+
+        run_dir = path if path.is_dir() else path.parent.parent
+        fixed_task = find_logged_task(run_dir, args.task_id)
+        if fixed_task is None:
+            raise UsageError(
+                f"task {args.task_id} is not in {run_dir / 'tasks.jsonl'} or {run_dir / 'evaluation.json'} (the "
+                "tasks logged by the run that wrote this checkpoint); use --task-seed or --set to choose a task"
+            )
     return CheckpointSource(
         checkpoint,
         scenario,
@@ -413,6 +423,7 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
         args.backend,
         greedy=not args.sample,
         task_seed=args.task_seed,
+        fixed_task=fixed_task,
     )
 
 
@@ -426,12 +437,9 @@ def check_display() -> None:
     driver = os.environ.get("SDL_VIDEODRIVER", "")
     if driver in ("offscreen", "dummy"):
         raise UsageError(
-            f"no display (SDL_VIDEODRIVER={driver}); export instead: --export out.gif "
-            "or --snapshot out.png --step I"
+            f"no display (SDL_VIDEODRIVER={driver}); export instead: --export out.gif or --snapshot out.png --step I"
         )
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UsageError(
             "no display (DISPLAY is not set); export instead: --export out.gif or --snapshot out.png --step I"
         )
@@ -461,9 +469,7 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
             if event.type == pygame.QUIT:
                 command = "quit"
             elif event.type == pygame.KEYDOWN:
-                command = handle_key(
-                    state, pygame.key.name(event.key), shift=bool(event.mod & pygame.KMOD_SHIFT)
-                )
+                command = handle_key(state, pygame.key.name(event.key), shift=bool(event.mod & pygame.KMOD_SHIFT))
             elif event.type == pygame.MOUSEBUTTONDOWN and event.button == 1:
                 for i, (x, y, w, h) in enumerate(tab_rects(state)):
                     if x <= event.pos[0] < x + w and y <= event.pos[1] < y + h:
@@ -500,14 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="keys:\n  " + "\n  ".join(HELP_LINES),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--checkpoint", help="meta-trained checkpoint (.pt): sample a task, adapt, record, replay"
-    )
-    src.add_argument(
-        "--recording", help="saved recordings (.npz) to replay; needs no torch and no checkpoint"
-    )
+    src.add_argument("--checkpoint", help="meta-trained checkpoint (.pt): sample a task, adapt, record, replay")
+    src.add_argument("--recording", help="saved recordings (.npz) to replay; needs no torch and no checkpoint")
     p.add_argument("--scenario", help="scenario name or path (default: the checkpoint's own)")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the sampled task (n: next seed)")
+    p.add_argument("--task-id", help="replay a task logged by the run (tasks.jsonl, evaluation.json), by its 8-hex ID")
     p.add_argument("--adapt-steps", type=int, default=1, help="inner adaptation steps K")
     p.add_argument(
         "--set",
@@ -523,9 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="highway",
         help="simulator used for the adaptation rollouts (recordings always use highway-env)",
     )
-    p.add_argument(
-        "--sample", action="store_true", help="sample actions instead of taking the most likely one"
-    )
+    p.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely one")
     p.add_argument("--save", help="write the recordings to this .npz")
     p.add_argument("--episode", type=int, default=1, help="episode shown first / exported (1-based)")
     p.add_argument("--export", help="write out.gif or out.mp4 of the episode (side by side) and exit")
