@@ -41,23 +41,18 @@ def meta_config(config: RunConfig) -> MetaConfig:
     )
 
 
-def resolve_backend(backend: str, kind: str) -> str:
-    """``auto`` picks the fast native simulator for intersection scenarios when it is available."""
+def resolve_backend(backend: str, task: Task) -> str:
+    """The simulator for tasks like ``task``: ``auto`` picks the fast native simulator for discrete-action
+    intersection tasks (bit-identical to highway-env on these scenes, see benchmarks/fidelity.py), else highway.
+    """
     allowed = ("auto", "fast", "highway")
     if backend not in allowed:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(allowed)}")
-    if kind != "intersection":
-        if backend == "fast":
-            raise ValueError(
-                f"the fast backend simulates intersection scenarios only, not {kind}; use highway/auto"
-            )
-        return "highway"
+    fast_ok = task.kind == "intersection" and task.settings.action == "discrete"
+    if backend == "fast" and not fast_ok:
+        raise ValueError("the fast backend simulates discrete-action intersection scenarios only; use highway or auto")
     if backend == "auto":
-        try:
-            import intersection_meta.envs.fast_intersection  # noqa: F401
-        except ImportError:
-            return "highway"
-        return "fast"
+        return "fast" if fast_ok else "highway"
     return backend
 
 
@@ -73,9 +68,7 @@ class GroupedPolicy:
 
     def distribution(self, obs: Tensor, params: Any = None) -> Distribution:
         if obs.shape[0] != len(self.params_list) * self.group_size:
-            raise ValueError(
-                f"expected {len(self.params_list) * self.group_size} observations, got {obs.shape[0]}"
-            )
+            raise ValueError(f"expected {len(self.params_list) * self.group_size} observations, got {obs.shape[0]}")
         dists = [
             self.policy.distribution(chunk, p)
             for chunk, p in zip(obs.split(self.group_size), self.params_list, strict=True)
@@ -164,6 +157,6 @@ def adapt_to_task(
         adapt_steps=adapt_steps,
         episodes_per_task=episodes,
         seed=seed,
-        backend=resolve_backend(backend, task.kind),
+        backend=resolve_backend(backend, task),
     )
     return [step[0] for step in result.params]

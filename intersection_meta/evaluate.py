@@ -90,7 +90,7 @@ def evaluate_checkpoint(
 
     sc = scenario or checkpoint.scenario
     episodes = episodes_per_task or checkpoint.config.episodes_per_task
-    backend = resolve_backend(backend, sc.kind)
+    backend = resolve_backend(backend, sc.medium_task())
     tasks = sc.sample_tasks(n_tasks, seed=derive_seed(seed, HELD_OUT_SEED_KEY))
     result = adapt_and_rollout(
         checkpoint.learner,

@@ -212,7 +212,7 @@ class Trainer:
     def __init__(self, config: RunConfig, scenario: Scenario | None = None) -> None:
         self.config = config
         self.scenario = scenario or load_scenario(config.scenario)
-        self.backend = resolve_backend(config.backend, self.scenario.kind)
+        self.backend = resolve_backend(config.backend, self.scenario.medium_task())
         probe_task = self.scenario.medium_task()
         self.obs_space, self.act_space = observation_and_action_spaces(probe_task)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG

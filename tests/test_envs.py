@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 
 import gymnasium as gym
@@ -348,9 +347,7 @@ def _cartpole_reference_step(state: np.ndarray, action: int, task: CartPoleTask)
     )
     x_acc = temp - pml * theta_acc * math.cos(theta) / total
     tau = 0.02
-    return np.array(
-        [x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc]
-    )
+    return np.array([x + tau * x_dot, x_dot + tau * x_acc, theta + tau * theta_dot, theta_dot + tau * theta_acc])
 
 
 def test_cartpole_physics_follow_the_task_after_reset():
@@ -461,10 +458,15 @@ def test_vector_env_argument_errors():
         make_vector_env([CartPoleTask("c")], backend="fast")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("intersection_meta.envs.fast_intersection") is not None,
-    reason="the fast backend exists",
-)
-def test_fast_backend_missing_gives_a_clear_error():
-    with pytest.raises(ValueError, match="fast_intersection"):
-        make_vector_env([itask()], backend="fast")
+def test_fast_backend_rejects_continuous_actions_and_auto_falls_back():
+    from intersection_meta.adaptation import resolve_backend
+    from intersection_meta.envs.intersection import with_settings
+
+    continuous = with_settings(itask(), action="continuous")
+    with pytest.raises(ValueError, match="discrete meta-actions only"):
+        make_vector_env([continuous], backend="fast")
+    assert resolve_backend("auto", continuous) == "highway"
+    assert resolve_backend("auto", itask()) == "fast"
+    assert resolve_backend("auto", CartPoleTask("c")) == "highway"
+    with pytest.raises(ValueError, match="discrete-action intersection scenarios only"):
+        resolve_backend("fast", CartPoleTask("c"))

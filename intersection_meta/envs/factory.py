@@ -15,7 +15,6 @@ Seeding contract:
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -34,9 +33,7 @@ _KINDS: tuple[str, ...] = ("intersection", "cartpole", "lunarlander")
 
 def _check_task(task: Task) -> None:
     if not isinstance(task, IntersectionTask | CartPoleTask | LunarLanderTask):
-        raise TypeError(
-            f"expected an IntersectionTask, CartPoleTask or LunarLanderTask, got {type(task).__name__}"
-        )
+        raise TypeError(f"expected an IntersectionTask, CartPoleTask or LunarLanderTask, got {type(task).__name__}")
 
 
 def make_env(task: Task, *, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
@@ -120,16 +117,13 @@ def make_vector_env(
             raise ValueError(f"backend 'fast' simulates intersection tasks only, got kind {kinds[0]!r}")
         if asynchronous:
             raise ValueError("asynchronous=True applies to backend 'highway' only")
-        try:
-            module = importlib.import_module("intersection_meta.envs.fast_intersection")
-        except ModuleNotFoundError as err:
-            if err.name != "intersection_meta.envs.fast_intersection":
-                raise
+        if any(t.settings.action != "discrete" for t in tasks):
             raise ValueError(
-                "backend 'fast' needs intersection_meta/envs/fast_intersection.py "
-                "(FastIntersectionVectorEnv), "
-                "which is not available in this installation; use backend='highway'"
-            ) from err
+                "backend 'fast' simulates discrete meta-actions only; use backend='highway' for "
+                "action type 'continuous'"
+            )
+        from intersection_meta.envs import fast_intersection as module  # numpy-only; imported when needed
+
         if workers == 1:
             return module.FastIntersectionVectorEnv(tasks, seed=seed)
         from intersection_meta.envs.sharded import ShardedFastIntersectionVectorEnv
