@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from intersection_meta.envs.factory import make_vector_env
-from intersection_meta.scenario import load_scenario
+from intersection_meta.scenario import ScenarioError, load_scenario
 
 SLOWER, IDLE, FASTER = 0, 1, 2
 
@@ -46,7 +46,10 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    scenario = load_scenario(args.scenario, args.set)
+    try:
+        scenario = load_scenario(args.scenario, args.set)
+    except ScenarioError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if scenario.kind != "intersection":
         raise SystemExit(f"error: {scenario.name} is a {scenario.kind} scenario; this script is for intersections")
     tasks = scenario.sample_tasks(args.tasks, seed=args.seed)
