@@ -11,6 +11,7 @@ against these numbers.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -49,7 +50,8 @@ def main() -> None:
     try:
         scenario = load_scenario(args.scenario, args.set)
     except ScenarioError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if scenario.kind != "intersection":
         raise SystemExit(f"error: {scenario.name} is a {scenario.kind} scenario; this script is for intersections")
     tasks = scenario.sample_tasks(args.tasks, seed=args.seed)
