@@ -59,8 +59,7 @@ class RunConfig:
     algo: str = _f("directed_maml", "meta-learner", choices=ALGORITHMS)
     backend: str = _f(
         "auto",
-        "simulator for intersection scenarios: fast (native batched), highway (highway-env), "
-        "auto (fast if available)",
+        "simulator for intersection scenarios: fast (native batched), highway (highway-env), auto (fast if available)",
         choices=BACKENDS,
     )
     seed: int = _f(0, "run seed; every random stream derives from (seed, iteration, task index)", low=0)
@@ -68,9 +67,7 @@ class RunConfig:
     meta_batch_size: int = _f(20, "tasks per meta-iteration", low=1)
     episodes_per_task: int = _f(20, "episodes per task for each inner step and for the outer loss", low=1)
     inner_steps: int = _f(1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
-    inner_lr: float = _f(
-        0.5, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0
-    )
+    inner_lr: float = _f(0.5, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0)
     meta_lr: float = _f(0.003, "outer Adam step size", low=0.0)
     outer_grad_clip: float = _f(1.0, "max global norm of the outer gradient (0 disables clipping)", low=0.0)
     directed_lr: float = _f(0.05, "step size of the Directed-* first-order step on the medium task", low=0.0)
@@ -97,9 +94,7 @@ class RunConfig:
     baseline_reg: float = _f(1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
     hidden_sizes: tuple[int, ...] = _f((64, 64), "hidden layer sizes of the policy MLP")
     eval_tasks: int = _f(40, "held-out tasks for the final evaluation", low=0)
-    checkpoint_every: int = _f(
-        10, "keep a numbered checkpoint every N iterations (last.pt is always updated)", low=1
-    )
+    checkpoint_every: int = _f(10, "keep a numbered checkpoint every N iterations (last.pt is always updated)", low=1)
 
     @property
     def directed(self) -> bool:
@@ -161,9 +156,7 @@ def _convert(source: str, key: str, f: Any, value: Any) -> Any:
             raise bad("an integer" if hint is int else "a number")
         if isinstance(value, float) and not math.isfinite(value):
             raise bad("a finite number")
-        if (meta["low"] is not None and value < meta["low"]) or (
-            meta["high"] is not None and value > meta["high"]
-        ):
+        if (meta["low"] is not None and value < meta["low"]) or (meta["high"] is not None and value > meta["high"]):
             lo = "-inf" if meta["low"] is None else meta["low"]
             hi = "inf" if meta["high"] is None else meta["high"]
             raise bad(f"a value in [{lo}, {hi}]")
@@ -171,9 +164,7 @@ def _convert(source: str, key: str, f: Any, value: Any) -> Any:
     raise AssertionError(f"unsupported config type {hint}")  # internal
 
 
-def make_config(
-    values: Mapping[str, Any], *, source: str = "<config>", base: RunConfig | None = None
-) -> RunConfig:
+def make_config(values: Mapping[str, Any], *, source: str = "<config>", base: RunConfig | None = None) -> RunConfig:
     """Validate ``values`` (a mapping of field names) on top of ``base`` (default: the defaults)."""
     by_name = {f.name: f for f in fields(RunConfig)}
     current = (base or RunConfig()).to_dict()
@@ -221,3 +212,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(p), "", "expected a mapping of config keys")
     return data
+
+
+def add_threads_argument(parser: Any) -> None:
+    """``--threads N`` for command-line tools (torch intra-op threads of the process)."""
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for these small networks)"
+    )
+
+
+def set_torch_threads(threads: int) -> None:
+    """Process-wide torch thread count, set once by a command-line entry point (never by the library).
+
+    One thread is fastest here: the networks are tiny, and on a small shared machine torch's intra-op threads
+    make each small op several times slower.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))

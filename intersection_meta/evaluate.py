@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from intersection_meta.config import add_threads_argument, set_torch_threads
+
 #: Offset that keeps evaluation task seeds disjoint from training's (which use iteration numbers).
 HELD_OUT_SEED_KEY = 1_000_003
 
@@ -172,21 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="episodes per task and step (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     p.add_argument("--backend", default="auto", choices=("auto", "fast", "highway"), help="simulator")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: fastest for these small networks)",
-    )
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
+    set_torch_threads(args.threads)
     from intersection_meta.checkpoint import CheckpointError, load_checkpoint
     from intersection_meta.scenario import ScenarioError, load_scenario
 

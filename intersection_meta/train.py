@@ -20,10 +20,12 @@ from intersection_meta.config import (
     BACKENDS,
     ConfigError,
     RunConfig,
+    add_threads_argument,
     config_help,
     load_config_file,
     make_config,
     parse_set,
+    set_torch_threads,
 )
 
 
@@ -52,12 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the final held-out evaluation")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: fastest for these small networks)",
-    )
+    add_threads_argument(p)
     p.add_argument("--help-config", action="store_true", help="list run-config keys and exit")
     return p
 
@@ -109,9 +106,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
+    set_torch_threads(args.threads)
     if args.help_config:
         print("Run-config keys (set with --set KEY=VALUE or in a --config YAML file):\n" + config_help())
         return 0
