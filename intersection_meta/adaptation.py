@@ -37,6 +37,7 @@ def meta_config(config: RunConfig) -> MetaConfig:
         gae_lambda=config.gae_lambda,
         baseline_reg=config.baseline_reg,
         entropy_coef=config.entropy_coef,
+        bootstrap_truncated=config.bootstrap_truncated,
         normalize_advantages=config.normalize_advantages,
     )
 

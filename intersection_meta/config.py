@@ -88,6 +88,11 @@ class RunConfig:
         "normalise advantages per task (mean 0, std 1); false keeps their scale, "
         "so tasks with larger return differences weigh more",
     )
+    bootstrap_truncated: bool = _f(
+        True,
+        "bootstrap episodes cut by the time limit with the baseline value (gymnasium semantics); false treats the "
+        "limit as the end of a finite-horizon task",
+    )
     entropy_coef: float = _f(
         0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain REINFORCE)", low=0.0
     )

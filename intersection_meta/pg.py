@@ -156,9 +156,7 @@ def gae(
     next_mask = torch.cat([mask[1:], torch.zeros_like(mask[:1])], dim=0)  # 1 where step t+1 is valid
     is_last = mask * (1.0 - next_mask)
     bootstrap = last_values.to(rewards.dtype) * (1.0 - terminated.to(rewards.dtype))  # [T, B]
-    next_values = (
-        torch.cat([values[1:], torch.zeros_like(values[:1])], dim=0) * next_mask + is_last * bootstrap
-    )
+    next_values = torch.cat([values[1:], torch.zeros_like(values[:1])], dim=0) * next_mask + is_last * bootstrap
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
@@ -192,15 +190,26 @@ def reinforce_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tenso
 
 
 def compute_advantages(
-    episodes: Episodes, gamma: float, lam: float, baseline_reg: float = 1e-5, normalize: bool = True
+    episodes: Episodes,
+    gamma: float,
+    lam: float,
+    baseline_reg: float = 1e-5,
+    normalize: bool = True,
+    bootstrap_truncated: bool = True,
 ) -> Tensor:
     """Advantages of one task's episodes: fit the linear baseline on them, GAE, optional normalisation.
+
+    ``bootstrap_truncated=False`` treats a truncated episode's end like a termination (value 0 after it): right
+    when the time limit is part of the task (a finite horizon), and it avoids the bias of bootstrapping with a
+    baseline fitted on other episodes' futures.
 
     Returns:
         ``[T, B]`` advantages without gradient.
     """
     with torch.no_grad():
         values, last_values = LinearFeatureBaseline.fit(episodes, gamma, baseline_reg).predict(episodes)
+        if not bootstrap_truncated:
+            last_values = torch.zeros_like(last_values)
         adv = gae(episodes.rewards, values, last_values, episodes.mask, episodes.terminated, gamma, lam)
         return normalize_advantages(adv, episodes.mask) if normalize else adv
 
@@ -214,13 +223,14 @@ def policy_loss(
     baseline_reg: float = 1e-5,
     normalize: bool = True,
     entropy_coef: float = 0.0,
+    bootstrap_truncated: bool = True,
 ) -> Tensor:
     """REINFORCE-with-baseline surrogate of one task: :func:`reinforce_loss` with :func:`compute_advantages`,
     minus ``entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it).
 
     Differentiable w.r.t. ``params`` (the policy's log-probabilities), including through adapted parameters.
     """
-    adv = compute_advantages(episodes, gamma, lam, baseline_reg, normalize)
+    adv = compute_advantages(episodes, gamma, lam, baseline_reg, normalize, bootstrap_truncated)
     dist = policy.distribution(episodes.obs, params)
     loss = reinforce_loss(dist.log_prob(episodes.actions), adv, episodes.mask)  # [T, B] log-probs
     if entropy_coef:

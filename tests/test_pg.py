@@ -171,9 +171,7 @@ def test_linear_baseline_recovers_exact_linear_value():
     assert_close(values, v, rtol=1e-6, atol=1e-6)
     assert last_values.shape == (n,)
     # A perfect baseline on a terminated episode with lambda = 1 leaves zero advantage.
-    adv = compute_advantages(
-        eps._replace(rewards=eps.rewards), gamma, 1.0, baseline_reg=1e-12, normalize=False
-    )
+    adv = compute_advantages(eps._replace(rewards=eps.rewards), gamma, 1.0, baseline_reg=1e-12, normalize=False)
     assert_close(adv, torch.zeros_like(adv), atol=1e-6, rtol=0)
 
 
@@ -224,3 +222,34 @@ def test_entropy_bonus_subtracts_masked_mean_entropy():
     bonus = policy_loss(policy, None, eps, entropy_coef=0.3)
     entropy = masked_mean(policy.distribution(eps.obs).entropy(), eps.mask)
     torch.testing.assert_close(bonus, plain - 0.3 * entropy)
+
+
+def test_no_bootstrap_treats_truncation_like_termination():
+    """bootstrap_truncated=False on a truncated batch equals the same batch marked terminated at its last step."""
+    from intersection_meta.pg import compute_advantages
+    from intersection_meta.rollout import Episodes
+
+    gen = torch.Generator().manual_seed(0)
+    horizon, n = 5, 6
+    obs = torch.randn(horizon, n, 3, generator=gen)
+    rewards = torch.rand(horizon, n, generator=gen)
+    mask = torch.ones(horizon, n)
+    truncated = Episodes(
+        obs=obs,
+        actions=torch.zeros(horizon, n, dtype=torch.long),
+        rewards=rewards,
+        mask=mask,
+        terminated=torch.zeros(horizon, n, dtype=torch.bool),
+        lengths=torch.full((n,), horizon),
+        last_obs=torch.randn(n, 3, generator=gen) + 5.0,
+        truncated=torch.ones(n, dtype=torch.bool),
+        returns=rewards.sum(0),
+    )
+    terminated_flags = torch.zeros(horizon, n, dtype=torch.bool)
+    terminated_flags[-1] = True
+    terminated = truncated._replace(terminated=terminated_flags, truncated=torch.zeros(n, dtype=torch.bool))
+    a = compute_advantages(truncated, 0.9, 0.95, normalize=False, bootstrap_truncated=False)
+    b = compute_advantages(terminated, 0.9, 0.95, normalize=False)
+    torch.testing.assert_close(a, b)
+    c = compute_advantages(truncated, 0.9, 0.95, normalize=False)  # bootstrapping changes the last step
+    assert not torch.allclose(a[-1], c[-1])

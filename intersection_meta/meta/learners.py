@@ -80,6 +80,8 @@ class MetaConfig:
         baseline_reg: Ridge regularisation of the linear feature baseline.
         normalize_advantages: Normalise advantages per task (masked mean / std).
         entropy_coef: Weight of the policy-entropy bonus in the default loss (0 = plain REINFORCE).
+        bootstrap_truncated: Bootstrap truncated episodes with the baseline value of their last observation
+            (gymnasium semantics); False treats the time limit as the end of a finite-horizon task.
     """
 
     inner_lr: float = 0.1
@@ -95,6 +97,7 @@ class MetaConfig:
     baseline_reg: float = 1e-5
     normalize_advantages: bool = True
     entropy_coef: float = 0.0
+    bootstrap_truncated: bool = True
 
     def __post_init__(self) -> None:
         if self.inner_steps < 0:
@@ -179,9 +182,7 @@ def sgd_step(
         New parameter dict; parameters the loss does not depend on are shifted by zero.
     """
     names = list(params)
-    grads = torch.autograd.grad(
-        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True
-    )
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
     new: Params = {}
     for name, grad in zip(names, grads, strict=False):
         if grad is None:
@@ -225,12 +226,12 @@ class MetaLearner:
             config.baseline_reg,
             config.normalize_advantages,
             config.entropy_coef,
+            config.bootstrap_truncated,
         )
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if config.learn_inner_lr:
             self.step_sizes = {
-                n: nn.Parameter(torch.full_like(p.detach(), config.inner_lr))
-                for n, p in policy.named_parameters()
+                n: nn.Parameter(torch.full_like(p.detach(), config.inner_lr)) for n, p in policy.named_parameters()
             }
 
     # -- parameters ---------------------------------------------------------------------------------------
@@ -281,9 +282,7 @@ class MetaLearner:
             current = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             for _ in range(steps):
                 with torch.enable_grad():
-                    current = sgd_step(
-                        current, self.loss_fn(current, inner_episodes), alpha, create_graph=False
-                    )
+                    current = sgd_step(current, self.loss_fn(current, inner_episodes), alpha, create_graph=False)
                 current = {k: v.detach().requires_grad_(True) for k, v in current.items()}
             return _detached(current)
         current = dict(params)
@@ -413,16 +412,23 @@ class MetaLearner:
         with torch.no_grad():
             for k, v in saved.items():
                 if v.shape != self.step_sizes[k].shape:
-                    raise ValueError(
-                        f"step size {k!r}: shape {tuple(v.shape)} vs {tuple(self.step_sizes[k].shape)}"
-                    )
+                    raise ValueError(f"step size {k!r}: shape {tuple(v.shape)} vs {tuple(self.step_sizes[k].shape)}")
                 self.step_sizes[k].copy_(v)
 
 
-def _default_loss(policy, gamma, lam, baseline_reg, normalize, entropy_coef, params, episodes) -> Tensor:
+def _default_loss(
+    policy, gamma, lam, baseline_reg, normalize, entropy_coef, bootstrap_truncated, params, episodes
+) -> Tensor:
     return policy_loss(
-        policy, params, episodes, gamma=gamma, lam=lam, baseline_reg=baseline_reg, normalize=normalize,
+        policy,
+        params,
+        episodes,
+        gamma=gamma,
+        lam=lam,
+        baseline_reg=baseline_reg,
+        normalize=normalize,
         entropy_coef=entropy_coef,
+        bootstrap_truncated=bootstrap_truncated,
     )
 
 
