@@ -3,24 +3,26 @@
 # Run directories go under runs/bench/ (gitignored); reports, plots and results.csv under docs/results/SUITE/.
 # Every command is resumable: rerunning it skips completed runs and resumes partial ones.
 # Usage: benchmarks/run_paper_comparison.sh [all|cartpole|yield_left|lunarlander]   (default all)
+# CartPole and LunarLander pin inner_lr 0.5 / meta_lr 0.003, the run-config defaults when they were run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-/work/venv/bin/python}
+PY=${PY:-python}
 PART=${1:-all}
 
 # 1. CartPole family: all six algorithms, 10 seeds, identical settings for each (~45 min on 2 shared cores).
 if [[ $PART == all || $PART == cartpole ]]; then
 $PY -m intersection_meta.bench --suite cartpole_physics --seeds 10 --iterations 35 --jobs 2 \
     --out runs/bench/cartpole_physics --report-dir docs/results/cartpole_physics \
-    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0
+    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
+    --set inner_lr=0.5 --set meta_lr=0.003
 fi
 
 # 2. Intersection, yield_left (fast native simulator): MAML vs Directed-MAML, 3 seeds.
 # The scenario's own target_return (3.0) is already met by the untrained policy (return_post ~5.4 at
 # iteration 1), so the target is raised to 7.0 (chosen before this run).
 if [[ $PART == all || $PART == yield_left ]]; then
-$PY -m intersection_meta.bench --suite yield_left --algos maml,directed_maml --seeds 3 --iterations 50 --jobs 2 \
-    --out runs/bench/yield_left --report-dir docs/results/yield_left --target-return 7.0 \
+$PY -m intersection_meta.bench --suite yield_left --algos maml,directed_maml --seeds 3 --iterations 120 --jobs 2 \
+    --out runs/bench/yield_left_v2 --report-dir docs/results/yield_left \
     --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0
 fi
 
@@ -30,5 +32,6 @@ if [[ $PART == all || $PART == lunarlander ]]; then
 $PY -m intersection_meta.bench --suite lunarlander_gravity_wind --algos maml,directed_maml --seeds 2 \
     --iterations 15 --jobs 2 --out runs/bench/lunarlander_gravity_wind \
     --report-dir docs/results/lunarlander_gravity_wind \
-    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0
+    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
+    --set inner_lr=0.5 --set meta_lr=0.003
 fi

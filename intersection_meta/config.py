@@ -63,12 +63,12 @@ class RunConfig:
         choices=BACKENDS,
     )
     seed: int = _f(0, "run seed; every random stream derives from (seed, iteration, task index)", low=0)
-    iterations: int = _f(50, "number of meta-iterations", low=1)
+    iterations: int = _f(120, "number of meta-iterations", low=1)
     meta_batch_size: int = _f(20, "tasks per meta-iteration", low=1)
     episodes_per_task: int = _f(20, "episodes per task for each inner step and for the outer loss", low=1)
     inner_steps: int = _f(1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
-    inner_lr: float = _f(0.5, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0)
-    meta_lr: float = _f(0.003, "outer Adam step size", low=0.0)
+    inner_lr: float = _f(0.05, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0)
+    meta_lr: float = _f(0.001, "outer Adam step size", low=0.0)
     outer_grad_clip: float = _f(1.0, "max global norm of the outer gradient (0 disables clipping)", low=0.0)
     directed_lr: float = _f(0.05, "step size of the Directed-* first-order step on the medium task", low=0.0)
     directed_lr_decay: float = _f(

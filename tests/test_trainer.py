@@ -52,7 +52,7 @@ def test_every_algorithm_trains_and_checkpoints(tmp_path: Path, algo: str):
     if "meta_sgd" in algo:
         sizes = ckpt.learner.step_sizes
         assert sizes is not None
-        assert any(not torch.allclose(v, torch.full_like(v, TINY.get("inner_lr", 0.5))) for v in sizes.values())
+        assert any(not torch.allclose(v, torch.full_like(v, make_config(TINY).inner_lr)) for v in sizes.values())
 
 
 def test_checkpoint_round_trip_is_exact_and_weights_only(tmp_path: Path):
