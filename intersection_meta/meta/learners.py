@@ -218,15 +218,15 @@ class MetaLearner:
         self.policy = policy
         self.config = config
         self.name = name
-        self.loss_fn: LossFn = loss_fn or partial(
-            _default_loss,
+        self.loss_fn: LossFn = loss_fn or partial(  # loss_fn(params, episodes)
+            policy_loss,
             policy,
-            config.gamma,
-            config.gae_lambda,
-            config.baseline_reg,
-            config.normalize_advantages,
-            config.entropy_coef,
-            config.bootstrap_truncated,
+            gamma=config.gamma,
+            lam=config.gae_lambda,
+            baseline_reg=config.baseline_reg,
+            normalize=config.normalize_advantages,
+            entropy_coef=config.entropy_coef,
+            bootstrap_truncated=config.bootstrap_truncated,
         )
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if config.learn_inner_lr:
@@ -414,22 +414,6 @@ class MetaLearner:
                 if v.shape != self.step_sizes[k].shape:
                     raise ValueError(f"step size {k!r}: shape {tuple(v.shape)} vs {tuple(self.step_sizes[k].shape)}")
                 self.step_sizes[k].copy_(v)
-
-
-def _default_loss(
-    policy, gamma, lam, baseline_reg, normalize, entropy_coef, bootstrap_truncated, params, episodes
-) -> Tensor:
-    return policy_loss(
-        policy,
-        params,
-        episodes,
-        gamma=gamma,
-        lam=lam,
-        baseline_reg=baseline_reg,
-        normalize=normalize,
-        entropy_coef=entropy_coef,
-        bootstrap_truncated=bootstrap_truncated,
-    )
 
 
 def make_learner(
