@@ -105,8 +105,6 @@ def adapt_and_rollout(
     episodes_per_task: int,
     seed: int,
     backend: str = "highway",
-    start_params: Mapping[str, Tensor] | None = None,
-    deterministic_eval: bool = False,
 ) -> AdaptationResult:
     """Collect episodes before adaptation and after each of ``adapt_steps`` inner steps, for every task.
 
@@ -114,7 +112,7 @@ def adapt_and_rollout(
     from ``(seed, step)``, so the result does not depend on anything else.
     """
     policy = learner.policy
-    theta = {k: v.detach() for k, v in (start_params or learner.params()).items()}
+    theta = {k: v.detach() for k, v in learner.params().items()}
     vec_env = make_vector_env(repeat_tasks(tasks, episodes_per_task), seed=seed, backend=backend)
     try:
         current: list[Params] = [theta for _ in tasks]
@@ -122,19 +120,13 @@ def adapt_and_rollout(
         all_params: list[list[Params]] = []
         for step in range(adapt_steps + 1):
             grouped = GroupedPolicy(policy, current, episodes_per_task)
-            eps = collect_episodes(
-                vec_env,
-                grouped,
-                None,
-                seed=derive_seed(seed, step),
-                deterministic=deterministic_eval and step == adapt_steps,
-            )
+            eps = collect_episodes(vec_env, grouped, None, seed=derive_seed(seed, step))
             per_task = split_by_task(eps, len(tasks))
             all_eps.append(per_task)
             all_params.append(current)
             if step < adapt_steps:
                 current = [
-                    learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, per_task, strict=False)
+                    learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, per_task, strict=True)
                 ]
         return AdaptationResult(all_eps, all_params)
     finally:
