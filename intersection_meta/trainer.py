@@ -251,12 +251,10 @@ class Trainer:
         self.wall_time_s = float(raw.get("extra", {}).get("wall_time_s", 0.0))
 
     # -- one meta-iteration ----------------------------------------------------------------------
-    def _collect(self, tasks: list, policy: Any, seed: int) -> Episodes:
-        vec_env = make_vector_env(tasks, seed=seed, backend=self.backend)
-        try:
-            return collect_episodes(vec_env, policy, None, seed=seed)
-        finally:
-            vec_env.close()
+    def _vector_env(self, tasks: list) -> Any:
+        # Built once per batch of slots and reused for the pre- and post-adaptation rollouts: collect_episodes
+        # reseeds every sub-env on reset, so construction needs no seed.
+        return make_vector_env(tasks, seed=None, backend=self.backend)
 
     def step(self) -> dict[str, float]:
         """Run one meta-iteration and return its metrics row."""
@@ -268,18 +266,22 @@ class Trainer:
         if cfg.directed:
             medium = [self.scenario.medium_task()] * cfg.directed_episodes
             with clock("sampling"):
-                med_in = self._collect(medium, self.policy, derive_seed(cfg.seed, k, _PHASE_DIRECTED_IN))
-            med_out = None
-            if cfg.directed_mode == "fomaml":
-                with clock("directed"):
-                    adapted = self.learner.adapt(self.learner.params(), med_in, differentiable=False)
+                medium_env = self._vector_env(medium)
+            try:
                 with clock("sampling"):
-                    med_out = self._collect(
-                        medium,
-                        GroupedPolicy(self.policy, [adapted], len(medium)),
-                        derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT),
-                    )
-                steps += _env_steps(med_out)
+                    seed_in = derive_seed(cfg.seed, k, _PHASE_DIRECTED_IN)
+                    med_in = collect_episodes(medium_env, self.policy, None, seed=seed_in)
+                med_out = None
+                if cfg.directed_mode == "fomaml":
+                    with clock("directed"):
+                        adapted = self.learner.adapt(self.learner.params(), med_in, differentiable=False)
+                    with clock("sampling"):
+                        grouped = GroupedPolicy(self.policy, [adapted], len(medium))
+                        seed_out = derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT)
+                        med_out = collect_episodes(medium_env, grouped, None, seed=seed_out)
+                    steps += _env_steps(med_out)
+            finally:
+                medium_env.close()
             steps += _env_steps(med_in)
             with clock("directed"):
                 directed_info = self.learner.directed_update(med_in, med_out, iteration=k)
@@ -288,17 +290,19 @@ class Trainer:
         self.last_tasks = tasks
         slots = repeat_tasks(tasks, cfg.episodes_per_task)
         with clock("sampling"):
-            pre = self._collect(slots, self.policy, derive_seed(cfg.seed, k, _PHASE_PRE))
-        pre_by_task = split_by_task(pre, len(tasks))
-        with clock("inner"):
-            theta = self.learner.params()
-            adapted = [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
-        with clock("sampling"):
-            post = self._collect(
-                slots,
-                GroupedPolicy(self.policy, adapted, cfg.episodes_per_task),
-                derive_seed(cfg.seed, k, _PHASE_POST),
-            )
+            vec_env = self._vector_env(slots)
+        try:
+            with clock("sampling"):
+                pre = collect_episodes(vec_env, self.policy, None, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
+            pre_by_task = split_by_task(pre, len(tasks))
+            with clock("inner"):
+                theta = self.learner.params()
+                adapted = [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
+            with clock("sampling"):
+                grouped = GroupedPolicy(self.policy, adapted, cfg.episodes_per_task)
+                post = collect_episodes(vec_env, grouped, None, seed=derive_seed(cfg.seed, k, _PHASE_POST))
+        finally:
+            vec_env.close()
         post_by_task = split_by_task(post, len(tasks))
         steps += _env_steps(pre, post)
 
