@@ -91,9 +91,14 @@ NSI = 3
     P_EGO_MAX_SPEED_MPS,
 ) = range(16)
 NP = 16
-# Reward-term columns of the ``terms`` output.
-T_COLLISION, T_HIGH_SPEED, T_ARRIVED, T_ON_ROAD = range(4)
+# Rows of the float64 output ``out_f`` (rows, N): the reward, the reward terms, the ego's speed.
+O_REWARD, O_COLLISION, O_HIGH_SPEED, O_ARRIVED, O_ON_ROAD, O_SPEED = range(6)
+NOF = 6
 REWARD_TERMS = ("collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward")
+REWARD_TERM_ROWS = (O_COLLISION, O_HIGH_SPEED, O_ARRIVED, O_ON_ROAD)
+# Rows of the bool output ``out_b`` (rows, N).
+B_TERMINATED, B_TRUNCATED, B_CRASHED, B_ARRIVED = range(4)
+NOB = 4
 # Observation feature codes.
 FEATURES = ("presence", "x", "y", "vx", "vy", "cos_h", "sin_h")
 F_PRESENCE, F_X, F_Y, F_VX, F_VY, F_COS_H, F_SIN_H = range(7)
@@ -120,7 +125,7 @@ _VELOCITY_RANGE = 20.0  # observation vx/vy range [-20, 20]
 # ----------------------------------------------------------------------------------------------------------
 # Lanes.
 # ----------------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def local_coordinates(geo: np.ndarray, lane: int, x: float, y: float, fused: bool) -> tuple[float, float]:
     """``lane.local_coordinates((x, y))``: (longitudinal, lateral)."""
     if geo[lane, L_CIRCULAR] == 0.0:
@@ -137,7 +142,7 @@ def local_coordinates(geo: np.ndarray, lane: int, x: float, y: float, fused: boo
     return turn * (phi - sp) * radius, turn * (radius - rho)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def heading_at(geo: np.ndarray, lane: int, s: float) -> float:
     """``lane.heading_at(s)``."""
     if geo[lane, L_CIRCULAR] == 0.0:
@@ -147,7 +152,7 @@ def heading_at(geo: np.ndarray, lane: int, s: float) -> float:
     return phi + np.pi / 2 * turn
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def position(geo: np.ndarray, lane: int, s: float) -> tuple[float, float]:
     """``lane.position(s, 0)``."""
     if geo[lane, L_CIRCULAR] == 0.0:
@@ -158,7 +163,7 @@ def position(geo: np.ndarray, lane: int, s: float) -> tuple[float, float]:
     return geo[lane, L_CENTER_X] + radius * math.cos(phi), geo[lane, L_CENTER_Y] + radius * math.sin(phi)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def lane_distance(geo: np.ndarray, lane: int, x: float, y: float, h: float, fused: bool) -> float:
     """``lane.distance_with_heading((x, y), h)`` (heading weight 1)."""
     s, r = local_coordinates(geo, lane, x, y, fused)
@@ -166,7 +171,7 @@ def lane_distance(geo: np.ndarray, lane: int, x: float, y: float, h: float, fuse
     return abs(r) + max(s - geo[lane, L_LENGTH], 0.0) + max(0.0 - s, 0.0) + 1.0 * angle
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def closest_lane(geo: np.ndarray, x: float, y: float, h: float, prev: int, fused: bool) -> int:
     """``RoadNetwork.get_closest_lane_index``: the first lane of minimal ``distance_with_heading``.
 
@@ -220,7 +225,7 @@ def init_poses(
 # ----------------------------------------------------------------------------------------------------------
 # Vehicles.
 # ----------------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def speed_to_index(speed: float, target_speeds: np.ndarray) -> int:
     """``MDPVehicle.speed_to_index``."""
     k = target_speeds.size
@@ -228,7 +233,7 @@ def speed_to_index(speed: float, target_speeds: np.ndarray) -> int:
     return int(clip(round_half_even(xs * (k - 1)), 0.0, k - 1.0))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _next_lane(
     i: int,
     v: int,
@@ -271,7 +276,7 @@ def _next_lane(
     vi[i, v, VI_TARGET_LANE] = nxt
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _follow_road(
     i: int,
     v: int,
@@ -292,7 +297,7 @@ def _follow_road(
         _next_lane(i, v, vf, vi, routes, route_len, geo, successors, from_id, to_id, fused)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _steering(i: int, v: int, vf: np.ndarray, vi: np.ndarray, geo: np.ndarray, fused: bool) -> float:
     """``ControlledVehicle.steering_control(target_lane_index)``, clipped to the maximal steering angle."""
     tl = vi[i, v, VI_TARGET_LANE]
@@ -309,7 +314,7 @@ def _steering(i: int, v: int, vf: np.ndarray, vi: np.ndarray, geo: np.ndarray, f
     return clip(steering, -_MAX_STEERING_ANGLE, _MAX_STEERING_ANGLE)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _front_on(geo: np.ndarray, lane: int, s_front: float, lat_front: float, s_self: float) -> bool:
     """Whether the vehicle at local ``(s_front, lat_front)`` of ``lane`` is on it and not behind ``s_self``
     (``Road.neighbour_vehicles`` front search, margin 1 m)."""
@@ -321,7 +326,7 @@ def _front_on(geo: np.ndarray, lane: int, s_front: float, lat_front: float, s_se
     return on and s_self <= s_front
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _idm_acceleration(
     i: int, vf: np.ndarray, vi: np.ndarray, params: np.ndarray, geo: np.ndarray, fused: bool
 ) -> float:
@@ -360,7 +365,7 @@ def _idm_acceleration(
 # ----------------------------------------------------------------------------------------------------------
 # One scene.
 # ----------------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _frame(
     i: int,
     first: bool,
@@ -472,14 +477,14 @@ def _frame(
             vi[i, OTHER, VI_CRASHED] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _normalise(value: float, half_range: float) -> float:
     """``utils.lmap(value, [-half_range, half_range], [-1, 1])`` clipped to [-1, 1]."""
     lo = -half_range
     return clip(-1 + (value - lo) * (1 - (-1)) / (half_range - lo), -1.0, 1.0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _observe(
     i: int,
     vf: np.ndarray,
@@ -491,9 +496,11 @@ def _observe(
     absolute: bool,
     fused: bool,
     obs: np.ndarray,
-    terms: np.ndarray,
-) -> float:
-    """Observation row ``obs[i]``, reward terms ``terms[i]``; returns the reward."""
+    out_f: np.ndarray,
+    out_b: np.ndarray,
+) -> None:
+    """Observation ``obs[i]``; reward, reward terms, ego speed, crashed and arrived into column ``i`` of
+    ``out_f`` / ``out_b``."""
     ex, ey, eh, ev = vf[i, EGO, V_X], vf[i, EGO, V_Y], vf[i, EGO, V_HEADING], vf[i, EGO, V_SPEED]
     ox, oy, oh, ov = vf[i, OTHER, V_X], vf[i, OTHER, V_Y], vf[i, OTHER, V_HEADING], vf[i, OTHER, V_SPEED]
     ce, se, co, so = math.cos(eh), math.sin(eh), math.cos(oh), math.sin(oh)
@@ -536,22 +543,25 @@ def _observe(
     lo, hi = params[i, P_SPEED_LO_MPS], params[i, P_SPEED_HI_MPS]
     collision = 1.0 if vi[i, EGO, VI_CRASHED] != 0 else 0.0
     high_speed = clip(0 + (ev - lo) * (1 - 0) / (hi - lo), 0.0, 1.0)
-    terms[i, T_COLLISION] = collision
-    terms[i, T_HIGH_SPEED] = high_speed
-    terms[i, T_ARRIVED] = 1.0 if arrived else 0.0
-    terms[i, T_ON_ROAD] = 1.0 if on_road else 0.0
+    out_f[O_COLLISION, i] = collision
+    out_f[O_HIGH_SPEED, i] = high_speed
+    out_f[O_ARRIVED, i] = 1.0 if arrived else 0.0
+    out_f[O_ON_ROAD, i] = 1.0 if on_road else 0.0
+    out_f[O_SPEED, i] = ev
+    out_b[B_CRASHED, i] = collision != 0.0
+    out_b[B_ARRIVED, i] = arrived
     w_collision, w_arrived = params[i, P_W_COLLISION], params[i, P_W_ARRIVED]
     reward = 0 + w_collision * collision + params[i, P_W_HIGH_SPEED] * high_speed
-    reward = reward + w_arrived * terms[i, T_ARRIVED]
+    reward = reward + w_arrived * out_f[O_ARRIVED, i]
     if arrived:
         reward = w_arrived
-    reward = reward * terms[i, T_ON_ROAD]
+    reward = reward * out_f[O_ON_ROAD, i]
     if params[i, P_NORMALIZE_REWARD] != 0.0:
         reward = 0 + (reward - w_collision) * (1 - 0) / (w_arrived - w_collision)
-    return reward
+    out_f[O_REWARD, i] = reward
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def reset_scene(
     i: int,
     vf: np.ndarray,
@@ -563,13 +573,18 @@ def reset_scene(
     init_si: np.ndarray,
 ) -> None:
     """Scene ``i`` back to its initial state."""
-    vf[i] = init_vf[i]
-    vi[i] = init_vi[i]
-    sf[i] = 0.0
-    si[i] = init_si[i]
+    for v in range(2):
+        for k in range(NVF):
+            vf[i, v, k] = init_vf[i, v, k]
+        for k in range(NVI):
+            vi[i, v, k] = init_vi[i, v, k]
+    for k in range(NSF):
+        sf[i, k] = 0.0
+    for k in range(NSI):
+        si[i, k] = init_si[i, k]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _step_scene(
     i: int,
     actions: np.ndarray,
@@ -597,22 +612,16 @@ def _step_scene(
     policy_dt: float,
     fused: bool,
     obs: np.ndarray,
-    rewards: np.ndarray,
-    terms: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    crashed: np.ndarray,
-    speed: np.ndarray,
+    out_f: np.ndarray,
+    out_b: np.ndarray,
 ) -> None:
     """One ``step`` of scene ``i`` (or its ``NEXT_STEP`` autoreset), writing row ``i`` of the outputs."""
     if si[i, SI_NEEDS_RESET] != 0:
         reset_scene(i, vf, vi, sf, si, init_vf, init_vi, init_si)
-        _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, terms)
-        rewards[i] = 0.0
-        terminated[i] = False
-        truncated[i] = False
-        crashed[i] = vi[i, EGO, VI_CRASHED] != 0
-        speed[i] = vf[i, EGO, V_SPEED]
+        _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, out_f, out_b)
+        out_f[O_REWARD, i] = 0.0
+        out_b[B_TERMINATED, i] = False
+        out_b[B_TRUNCATED, i] = False
         return
     for f in range(frames):
         _frame(
@@ -620,12 +629,12 @@ def _step_scene(
             successors, from_id, to_id, target_speeds, dt, fused,
         )  # fmt: skip
     sf[i, S_TIME] += policy_dt
-    rewards[i] = _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, terms)
-    crashed[i] = vi[i, EGO, VI_CRASHED] != 0
-    speed[i] = vf[i, EGO, V_SPEED]
-    terminated[i] = crashed[i] or terms[i, T_ARRIVED] != 0.0
-    truncated[i] = sf[i, S_TIME] >= params[i, P_DURATION_S]
-    si[i, SI_NEEDS_RESET] = 1 if (terminated[i] or truncated[i]) else 0
+    _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, out_f, out_b)
+    terminated = out_b[B_CRASHED, i] or out_b[B_ARRIVED, i]
+    truncated = sf[i, S_TIME] >= params[i, P_DURATION_S]
+    out_b[B_TERMINATED, i] = terminated
+    out_b[B_TRUNCATED, i] = truncated
+    si[i, SI_NEEDS_RESET] = 1 if (terminated or truncated) else 0
     # _clear_vehicles: the other vehicle leaves the scene 20 m before the end of its exit lane.
     if si[i, SI_PRESENT] != 0:
         lane = vi[i, OTHER, VI_LANE]
@@ -636,44 +645,60 @@ def _step_scene(
 
 
 @njit(cache=True)
+def first_invalid_action(actions: np.ndarray, discrete: bool) -> int:
+    """The first scene whose discrete action is not in {0, 1, 2}, or -1."""
+    if discrete:
+        for i in range(actions.size):
+            if actions[i] < 0 or actions[i] > 2:
+                return i
+    return -1
+
+
+@njit(cache=True)
 def step_serial(
     actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
     successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt, policy_dt, fused,
-    obs, rewards, terms, terminated, truncated, crashed, speed,
+    obs, out_f, out_b,
 ):  # fmt: skip
-    """:func:`_step_scene` for every scene, in one thread."""
+    """:func:`_step_scene` for every scene, in one thread. Returns -1, or the first scene whose discrete
+    action is not in {0, 1, 2} (then nothing was stepped)."""
+    bad = first_invalid_action(actions, discrete)
+    if bad >= 0:
+        return bad
     for i in range(vf.shape[0]):
         _step_scene(
             i, actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len,
             geo, successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt,
-            policy_dt, fused, obs, rewards, terms, terminated, truncated, crashed, speed,
+            policy_dt, fused, obs, out_f, out_b,
         )  # fmt: skip
+    return -1
 
 
 @njit(cache=True, parallel=True)
 def step_parallel(
     actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
     successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt, policy_dt, fused,
-    obs, rewards, terms, terminated, truncated, crashed, speed,
+    obs, out_f, out_b,
 ):  # fmt: skip
-    """:func:`_step_scene` for every scene, scenes spread over numba's threads."""
+    """:func:`step_serial` with the scenes spread over numba's threads."""
+    bad = first_invalid_action(actions, discrete)
+    if bad >= 0:
+        return bad
     for i in prange(vf.shape[0]):
         _step_scene(
             i, actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len,
             geo, successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt,
-            policy_dt, fused, obs, rewards, terms, terminated, truncated, crashed, speed,
+            policy_dt, fused, obs, out_f, out_b,
         )  # fmt: skip
+    return -1
 
 
 @njit(cache=True)
 def reset_and_observe(
-    mask, vf, vi, sf, si, init_vf, init_vi, init_si, params, geo, features, absolute, fused, obs, rewards,
-    terms, crashed, speed,
+    mask, vf, vi, sf, si, init_vf, init_vi, init_si, params, geo, features, absolute, fused, obs, out_f, out_b,
 ):  # fmt: skip
     """Reset the scenes of ``mask``, then observe every scene (observation, reward terms, infos)."""
     for i in range(vf.shape[0]):
         if mask[i]:
             reset_scene(i, vf, vi, sf, si, init_vf, init_vi, init_si)
-        rewards[i] = _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, terms)
-        crashed[i] = vi[i, EGO, VI_CRASHED] != 0
-        speed[i] = vf[i, EGO, V_SPEED]
+        _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, out_f, out_b)

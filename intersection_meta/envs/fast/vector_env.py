@@ -199,13 +199,13 @@ class FastIntersectionVectorEnv(VectorEnv):
             if not self._started:
                 raise ValueError("the first reset must reset every sub-env (no reset_mask)")
         self._started = True
-        out = self._outputs()
+        obs, out_f, out_b = self._outputs()
         K.reset_and_observe(
             mask, self._vf, self._vi, self._sf, self._si, self._init_vf, self._init_vi, self._init_si,
             self._params, self._geo, self._features, self.settings.observation_absolute, self._fused,
-            out["obs"], out["rewards"], out["terms"], out["crashed"], out["speed"],
+            obs, out_f, out_b,
         )  # fmt: skip
-        return out["obs"], self._infos(out)
+        return obs, self._infos(out_f, out_b)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """One decision step of every scene (``NEXT_STEP`` autoreset of the scenes that ended last step)."""
@@ -215,26 +215,32 @@ class FastIntersectionVectorEnv(VectorEnv):
             discrete_actions, commanded_acc = self._discrete_actions(actions), self._no_acc
         else:
             discrete_actions, commanded_acc = self._no_actions, self._continuous_actions(actions)
-        out = self._outputs()
+        obs, out_f, out_b = self._outputs()
         step = K.step_parallel if self.num_envs >= PARALLEL_MIN_SCENES and numba.get_num_threads() > 1 else K.step_serial
-        step(
+        bad = step(
             discrete_actions, commanded_acc, self._vf, self._vi, self._sf, self._si, self._init_vf,
             self._init_vi, self._init_si, self._params, self._routes, self._route_len, self._geo,
             self._successors, self._from_id, self._to_id, self._target_speeds, self._features,
             self.settings.observation_absolute, self._discrete, self._frames, self._dt, self._policy_dt,
-            self._fused, out["obs"], out["rewards"], out["terms"], out["terminated"], out["truncated"],
-            out["crashed"], out["speed"],
+            self._fused, obs, out_f, out_b,
         )  # fmt: skip
-        return out["obs"], out["rewards"], out["terminated"], out["truncated"], self._infos(out)
+        if bad >= 0:
+            raise ValueError(
+                f"actions must be in [0, {len(_DISCRETE_ACTIONS) - 1}], got {discrete_actions[bad]} for sub-env {bad}"
+            )
+        return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], self._infos(out_f, out_b)
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _discrete_actions(self, actions: Any) -> np.ndarray:
-        a = np.asarray(actions).reshape(-1)
-        if a.shape != (self.num_envs,):
-            raise ValueError(f"expected {self.num_envs} actions, got shape {np.shape(actions)}")
-        if np.any((a < 0) | (a >= len(_DISCRETE_ACTIONS))):
-            raise ValueError(f"actions must be in [0, {len(_DISCRETE_ACTIONS) - 1}], got {a}")
-        return a.astype(np.int64)
+        """Integer actions as int64 (their range is checked by the kernel, before it steps anything)."""
+        a = np.asarray(actions)
+        if a.size != self.num_envs or a.ndim > 2:
+            raise ValueError(f"expected {self.num_envs} actions, got shape {a.shape}")
+        if a.dtype != np.int64:
+            if a.dtype.kind not in "iub" and not (a.dtype.kind == "f" and np.array_equal(a, np.round(a))):
+                raise ValueError(f"discrete actions must be integers, got {a.dtype} values {a.reshape(-1)}")
+            a = a.astype(np.int64)
+        return a.reshape(-1)
 
     def _continuous_actions(self, actions: Any) -> np.ndarray:
         """``ContinuousAction.get_action``: clip to [-1, 1], ``utils.lmap`` to the acceleration range, in the
@@ -248,31 +254,29 @@ class FastIntersectionVectorEnv(VectorEnv):
         lo, hi = self._acceleration_range_mps2
         return (lo + (a - (-1)) * (hi - lo) / (1 - (-1))).astype(np.float64)
 
-    def _outputs(self) -> dict[str, np.ndarray]:
+    def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fresh output arrays of one call: observations, float rows ``K.O_*``, bool rows ``K.B_*``
+        (returned to the caller as row views, one allocation each)."""
         n = self.num_envs
-        return {
-            "obs": np.zeros((n, self.single_observation_space.shape[0]), dtype=np.float32),
-            "rewards": np.zeros(n),
-            "terms": np.zeros((n, len(K.REWARD_TERMS))),
-            "terminated": np.zeros(n, dtype=bool),
-            "truncated": np.zeros(n, dtype=bool),
-            "crashed": np.zeros(n, dtype=bool),
-            "speed": np.zeros(n),
-        }
+        obs = np.empty((n, self.single_observation_space.shape[0]), dtype=np.float32)
+        return obs, np.empty((K.NOF, n)), np.empty((K.NOB, n), dtype=bool)
 
-    def _infos(self, out: dict[str, np.ndarray]) -> dict[str, Any]:
-        n = self.num_envs
-        terms = out["terms"]
-        rewards = {name: terms[:, k].copy() for k, name in enumerate(K.REWARD_TERMS)}
+    def _infos(self, out_f: np.ndarray, out_b: np.ndarray) -> dict[str, Any]:
+        """gymnasium's infos with every sub-env's ``_key`` mask set."""
+        masks = np.ones((4 + len(K.REWARD_TERMS), self.num_envs), dtype=bool)
+        rewards: dict[str, np.ndarray] = {}
+        for k, (name, row) in enumerate(zip(K.REWARD_TERMS, K.REWARD_TERM_ROWS, strict=True)):
+            rewards[name] = out_f[row]
+            rewards["_" + name] = masks[4 + k]
         return {
-            "crashed": out["crashed"],
-            "_crashed": np.ones(n, dtype=bool),
-            "arrived": terms[:, K.T_ARRIVED] != 0.0,
-            "_arrived": np.ones(n, dtype=bool),
-            "speed": out["speed"],
-            "_speed": np.ones(n, dtype=bool),
-            "rewards": {**rewards, **{"_" + k: np.ones(n, dtype=bool) for k in rewards}},
-            "_rewards": np.ones(n, dtype=bool),
+            "crashed": out_b[K.B_CRASHED],
+            "_crashed": masks[0],
+            "arrived": out_b[K.B_ARRIVED],
+            "_arrived": masks[1],
+            "speed": out_f[K.O_SPEED],
+            "_speed": masks[2],
+            "rewards": rewards,
+            "_rewards": masks[3],
         }
 
     # --- introspection (tests, fidelity tools) -------------------------------------------------------------
