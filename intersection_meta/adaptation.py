@@ -43,15 +43,15 @@ def meta_config(config: RunConfig) -> MetaConfig:
 
 
 def resolve_backend(backend: str, task: Task) -> str:
-    """The simulator for tasks like ``task``: ``auto`` picks the fast native simulator for discrete-action
-    intersection tasks (bit-identical to highway-env on these scenes, see benchmarks/fidelity.py), else highway.
+    """The simulator for tasks like ``task``: ``auto`` picks the fast compiled simulator for intersection tasks
+    (discrete or continuous actions; same outcomes as highway-env, see benchmarks/fidelity.py), else highway.
     """
     allowed = ("auto", "fast", "highway")
     if backend not in allowed:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(allowed)}")
-    fast_ok = task.kind == "intersection" and task.settings.action == "discrete"
+    fast_ok = task.kind == "intersection"
     if backend == "fast" and not fast_ok:
-        raise ValueError("the fast backend simulates discrete-action intersection scenarios only; use highway or auto")
+        raise ValueError("the fast backend simulates intersection scenarios only; use highway or auto")
     if backend == "auto":
         return "fast" if fast_ok else "highway"
     return backend

@@ -25,7 +25,7 @@ from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import CartPoleTask, IntersectionTask, LunarLanderTask, Task
 
 #: Vector-env backends: "highway" = gymnasium Sync/AsyncVectorEnv of single envs (any task kind);
-#: "fast" = the batched numpy intersection simulator (intersection tasks only).
+#: "fast" = the compiled batched intersection simulator (intersection tasks only).
 BACKENDS: tuple[str, ...] = ("highway", "fast")
 
 _KINDS: tuple[str, ...] = ("intersection", "cartpole", "lunarlander")
@@ -80,7 +80,6 @@ def make_vector_env(
     seed: int | None = None,
     backend: str = "highway",
     asynchronous: bool = False,
-    workers: int = 1,
 ) -> gym.vector.VectorEnv:
     """One sub-env per task: sub-env ``i`` runs ``tasks[i]`` (repeat a task to get several episode slots).
 
@@ -88,15 +87,13 @@ def make_vector_env(
         tasks: non-empty, all of the same kind.
         seed: sub-env ``i`` is seeded with :func:`sub_env_seed` ``(seed, i)`` (see the module docstring).
         backend: ``"highway"`` (Sync/AsyncVectorEnv of :func:`make_env` envs; also for CartPole/LunarLander)
-            or ``"fast"`` (``FastIntersectionVectorEnv(tasks, seed=seed)``, intersection tasks only).
+            or ``"fast"`` (``FastIntersectionVectorEnv(tasks, seed=seed)``, intersection tasks only, discrete
+            or continuous actions; one process, numba threads for large batches).
         asynchronous: ``"highway"`` backend only: ``AsyncVectorEnv`` (one process per sub-env) instead of
             ``SyncVectorEnv``.
-        workers: ``"fast"`` backend only: split the scenes over this many processes
-            (``ShardedFastIntersectionVectorEnv``; identical results); 1 (default) starts no process.
 
     Raises:
-        ValueError: empty ``tasks``, mixed kinds, unknown backend, "fast" with non-intersection tasks, or
-            ``workers != 1`` without backend "fast".
+        ValueError: empty ``tasks``, mixed kinds, unknown backend, "fast" with non-intersection tasks.
     """
     tasks = list(tasks)
     if not tasks:
@@ -108,27 +105,14 @@ def make_vector_env(
         raise ValueError(f"all tasks of a vector env must have the same kind, got {kinds}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if workers != 1 and backend != "fast":
-        raise ValueError("workers applies to backend 'fast' only (use asynchronous=True for 'highway')")
     if backend == "fast":
         if kinds[0] != "intersection":
             raise ValueError(f"backend 'fast' simulates intersection tasks only, got kind {kinds[0]!r}")
         if asynchronous:
             raise ValueError("asynchronous=True applies to backend 'highway' only")
-        if any(t.settings.action != "discrete" for t in tasks):
-            raise ValueError(
-                "backend 'fast' simulates discrete meta-actions only; use backend='highway' for "
-                "action type 'continuous'"
-            )
-        from intersection_meta.envs import fast_intersection as module  # numpy-only; imported when needed
+        from intersection_meta.envs.fast import FastIntersectionVectorEnv  # numba; imported when needed
 
-        if workers == 1:
-            return module.FastIntersectionVectorEnv(tasks, seed=seed)
-        from intersection_meta.envs.sharded import ShardedFastIntersectionVectorEnv
-
-        return ShardedFastIntersectionVectorEnv(tasks, seed=seed, workers=workers)
+        return FastIntersectionVectorEnv(tasks, seed=seed)
 
     env_fns: list[Callable[[], gym.Env]] = [
         functools.partial(make_env, task, seed=sub_env_seed(seed, i)) for i, task in enumerate(tasks)
