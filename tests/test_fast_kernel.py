@@ -7,6 +7,7 @@ import numpy as np
 
 from intersection_meta.envs.fast import kernel as K
 from intersection_meta.envs.fast.collision import is_colliding, polygon, polygons_intersecting
+from intersection_meta.envs.fast import numerics
 from intersection_meta.envs.fast.numerics import dot2, dot_is_fused, norm2, round_half_even, wrap_to_pi
 from intersection_meta.envs.fast.road import L_CIRCULAR, lane_table, reference_network
 
@@ -78,3 +79,23 @@ def test_polygons_and_separating_axis_test_are_bitwise_highway_env():
         got = is_colliding(xa, ya, ha, va, xb, yb, hb, vb, dt, fused)
         assert (ref[0], ref[1]) == got[:2]
     assert will_count > 100
+
+
+def test_tiny_argument_shortcuts_equal_libm_and_numpy():
+    """asin/atan/tan/sin skip the library call below 2**-30: both libm and NumPy return x there."""
+    import math
+
+    rng = np.random.default_rng(1)
+    x = np.exp(rng.uniform(np.log(1e-300), np.log(2.0**-30), 20_000))
+    x = np.concatenate([x, -x, [0.0, -0.0, np.nextafter(2.0**-30, 0.0)]])
+    for ours, ref, ref_np in (
+        (numerics.asin, math.asin, np.arcsin),
+        (numerics.atan, math.atan, np.arctan),
+        (numerics.tan, math.tan, np.tan),
+        (numerics.sin, math.sin, np.sin),
+    ):
+        assert np.array_equal(ref_np(x), x)
+        for v in x[::50]:
+            assert ours(v) == ref(v) == v
+        for v in (2.0**-30, 0.1, -0.7):  # above the threshold: the library's value
+            assert ours(v) == ref(v)

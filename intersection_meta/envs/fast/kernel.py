@@ -35,7 +35,18 @@ import numpy as np
 from numba import njit, prange
 
 from intersection_meta.envs.fast.collision import VEHICLE_LENGTH_M, is_colliding
-from intersection_meta.envs.fast.numerics import clip, dot2, norm2, not_zero, round_half_even, wrap_to_pi
+from intersection_meta.envs.fast.numerics import (
+    asin,
+    atan,
+    clip,
+    dot2,
+    norm2,
+    not_zero,
+    round_half_even,
+    sin,
+    tan,
+    wrap_to_pi,
+)
 from intersection_meta.envs.fast.road import (
     L_BBOX_XMAX,
     L_BBOX_XMIN,
@@ -60,9 +71,11 @@ from intersection_meta.envs.fast.road import (
     L_WIDTH,
 )
 
-# Vehicle float columns.
+# Vehicle float columns. V_TRIG_ANGLE, V_COS, V_SIN: the last angle whose cosine and sine were computed
+# (NaN: none), reused while a vehicle's heading does not change (most frames on straight lanes).
 V_X, V_Y, V_HEADING, V_SPEED, V_TARGET_SPEED, V_IMPACT_X, V_IMPACT_Y, V_COMMANDED_ACC = range(8)
-NVF = 8
+V_TRIG_ANGLE, V_COS, V_SIN = 8, 9, 10
+NVF = 11
 # Vehicle int columns.
 VI_LANE, VI_TARGET_LANE, VI_ROUTE_PTR, VI_CRASHED, VI_HAS_IMPACT = range(5)
 NVI = 5
@@ -226,6 +239,17 @@ def init_poses(
 # Vehicles.
 # ----------------------------------------------------------------------------------------------------------
 @njit(cache=True, _nrt=False)
+def cos_sin(vf: np.ndarray, i: int, v: int, angle: float) -> tuple[float, float]:
+    """``(cos(angle), sin(angle))``, from vehicle ``(i, v)``'s one-entry cache when ``angle`` repeats."""
+    if angle != vf[i, v, V_TRIG_ANGLE]:
+        vf[i, v, V_TRIG_ANGLE] = angle
+        vf[i, v, V_COS] = math.cos(angle)
+        vf[i, v, V_SIN] = math.sin(angle)
+    return vf[i, v, V_COS], vf[i, v, V_SIN]
+
+
+
+@njit(cache=True, _nrt=False)
 def speed_to_index(speed: float, target_speeds: np.ndarray) -> int:
     """``MDPVehicle.speed_to_index``."""
     k = target_speeds.size
@@ -234,7 +258,7 @@ def speed_to_index(speed: float, target_speeds: np.ndarray) -> int:
 
 
 @njit(cache=True, _nrt=False)
-def _next_lane(
+def _follow_road(
     i: int,
     v: int,
     vf: np.ndarray,
@@ -247,9 +271,13 @@ def _next_lane(
     to_id: np.ndarray,
     fused: bool,
 ) -> None:
-    """``RoadNetwork.next_lane`` with the vehicle's route: pop the current road, follow the route if its
-    next road starts here, else the successor lane closest to the projected position."""
+    """``ControlledVehicle.follow_road``: when the end of the target lane is near, ``RoadNetwork.next_lane``
+    with the vehicle's route (pop the current road, follow the route if its next road starts here, else the
+    successor lane closest to the projected position)."""
     cur = vi[i, v, VI_TARGET_LANE]
+    s, _ = local_coordinates(geo, cur, vf[i, v, V_X], vf[i, v, V_Y], fused)
+    if s <= geo[cur, L_LENGTH] - _LANE_VEHICLE_LENGTH / 2:
+        return
     ptr = vi[i, v, VI_ROUTE_PTR]
     rlen = route_len[i, v]
     nxt = -1
@@ -259,7 +287,6 @@ def _next_lane(
         nxt = routes[i, v, ptr]
     vi[i, v, VI_ROUTE_PTR] = ptr
     if nxt < 0:
-        s, _ = local_coordinates(geo, cur, vf[i, v, V_X], vf[i, v, V_Y], fused)
         px, py = position(geo, cur, s)
         best = np.inf
         for k in range(successors.shape[1]):
@@ -277,27 +304,6 @@ def _next_lane(
 
 
 @njit(cache=True, _nrt=False)
-def _follow_road(
-    i: int,
-    v: int,
-    vf: np.ndarray,
-    vi: np.ndarray,
-    routes: np.ndarray,
-    route_len: np.ndarray,
-    geo: np.ndarray,
-    successors: np.ndarray,
-    from_id: np.ndarray,
-    to_id: np.ndarray,
-    fused: bool,
-) -> None:
-    """``ControlledVehicle.follow_road``: switch to the next lane when the end of the target lane is near."""
-    tl = vi[i, v, VI_TARGET_LANE]
-    s, _ = local_coordinates(geo, tl, vf[i, v, V_X], vf[i, v, V_Y], fused)
-    if s > geo[tl, L_LENGTH] - _LANE_VEHICLE_LENGTH / 2:
-        _next_lane(i, v, vf, vi, routes, route_len, geo, successors, from_id, to_id, fused)
-
-
-@njit(cache=True, _nrt=False)
 def _steering(i: int, v: int, vf: np.ndarray, vi: np.ndarray, geo: np.ndarray, fused: bool) -> float:
     """``ControlledVehicle.steering_control(target_lane_index)``, clipped to the maximal steering angle."""
     tl = vi[i, v, VI_TARGET_LANE]
@@ -306,11 +312,11 @@ def _steering(i: int, v: int, vf: np.ndarray, vi: np.ndarray, geo: np.ndarray, f
     future_heading = heading_at(geo, tl, s + speed * _TAU_PURSUIT)
     lateral_speed_command = -_KP_LATERAL * r
     nz = not_zero(speed)
-    heading_command = math.asin(clip(lateral_speed_command / nz, -1.0, 1.0))
+    heading_command = asin(clip(lateral_speed_command / nz, -1.0, 1.0))
     heading_ref = future_heading + clip(heading_command, -np.pi / 4, np.pi / 4)
     heading_rate_command = _KP_HEADING * wrap_to_pi(heading_ref - vf[i, v, V_HEADING])
-    slip_angle = math.asin(clip(VEHICLE_LENGTH_M / 2 / nz * heading_rate_command, -1.0, 1.0))
-    steering = math.atan(2 * math.tan(slip_angle))
+    slip_angle = asin(clip(VEHICLE_LENGTH_M / 2 / nz * heading_rate_command, -1.0, 1.0))
+    steering = atan(2 * tan(slip_angle))
     return clip(steering, -_MAX_STEERING_ANGLE, _MAX_STEERING_ANGLE)
 
 
@@ -345,8 +351,9 @@ def _idm_acceleration(
     s_self, _ = local_coordinates(geo, lane, ox, oy, fused)
     s_ego, lat_ego = local_coordinates(geo, lane, ex, ey, fused)
     d = s_ego - s_self
-    cos_o, sin_o = math.cos(h_o), math.sin(h_o)
-    dv = dot2(speed * cos_o - sp_e * math.cos(h_e), speed * sin_o - sp_e * math.sin(h_e), cos_o, sin_o, fused)
+    cos_o, sin_o = cos_sin(vf, i, OTHER, h_o)
+    cos_e, sin_e = cos_sin(vf, i, EGO, h_e)
+    dv = dot2(speed * cos_o - sp_e * cos_e, speed * sin_o - sp_e * sin_e, cos_o, sin_o, fused)
     d_star = (
         params[i, P_IDM_DISTANCE_WANTED_M]
         + speed * params[i, P_IDM_TIME_WANTED_S]
@@ -437,15 +444,16 @@ def _frame(
         steering = steering_0 if v == EGO else steering_1
         acc = acc_0 if v == EGO else acc_1
         speed, heading = vf[i, v, V_SPEED], vf[i, v, V_HEADING]
-        beta = math.atan(1 / 2 * math.tan(steering))
-        x = vf[i, v, V_X] + speed * math.cos(heading + beta) * dt
-        y = vf[i, v, V_Y] + speed * math.sin(heading + beta) * dt
+        beta = atan(1 / 2 * tan(steering))
+        cos_hb, sin_hb = cos_sin(vf, i, v, heading + beta)
+        x = vf[i, v, V_X] + speed * cos_hb * dt
+        y = vf[i, v, V_Y] + speed * sin_hb * dt
         if vi[i, v, VI_HAS_IMPACT] != 0:
             x = x + vf[i, v, V_IMPACT_X]
             y = y + vf[i, v, V_IMPACT_Y]
             vi[i, v, VI_CRASHED] = 1
             vi[i, v, VI_HAS_IMPACT] = 0
-        heading = heading + speed * math.sin(beta) / (VEHICLE_LENGTH_M / 2) * dt
+        heading = heading + speed * sin(beta) / (VEHICLE_LENGTH_M / 2) * dt
         vf[i, v, V_X] = x
         vf[i, v, V_Y] = y
         vf[i, v, V_HEADING] = heading
@@ -503,7 +511,8 @@ def _observe(
     ``out_f`` / ``out_b``."""
     ex, ey, eh, ev = vf[i, EGO, V_X], vf[i, EGO, V_Y], vf[i, EGO, V_HEADING], vf[i, EGO, V_SPEED]
     ox, oy, oh, ov = vf[i, OTHER, V_X], vf[i, OTHER, V_Y], vf[i, OTHER, V_HEADING], vf[i, OTHER, V_SPEED]
-    ce, se, co, so = math.cos(eh), math.sin(eh), math.cos(oh), math.sin(oh)
+    ce, se = cos_sin(vf, i, EGO, eh)
+    co, so = cos_sin(vf, i, OTHER, oh)
     seen = si[i, SI_PRESENT] != 0 and norm2(ox - ex, oy - ey, fused) < _PERCEPTION_DISTANCE
     n_feat = features.size
     for v in range(2):

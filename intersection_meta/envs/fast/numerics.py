@@ -61,6 +61,36 @@ def norm2(dx: float, dy: float, fused: bool) -> float:
     return math.sqrt(dot2(dx, dy, dx, dy, fused))
 
 
+#: Below this magnitude ``asin(x)``, ``atan(x)``, ``tan(x)`` and ``sin(x)`` round to ``x`` exactly (the correction
+#: ``x**3 / 3`` is under a millionth of an ulp; glibc and NumPy both return ``x``, see the tests), so the
+#: library call is skipped. Vehicles driving straight along a lane have steering terms of ~1e-15.
+_TINY = 2.0**-30
+
+
+@njit(cache=True, inline="always")
+def asin(x: float) -> float:
+    """``math.asin`` without the call for tiny arguments (same result)."""
+    return x if abs(x) < _TINY else math.asin(x)
+
+
+@njit(cache=True, inline="always")
+def atan(x: float) -> float:
+    """``math.atan`` without the call for tiny arguments (same result)."""
+    return x if abs(x) < _TINY else math.atan(x)
+
+
+@njit(cache=True, inline="always")
+def tan(x: float) -> float:
+    """``math.tan`` without the call for tiny arguments (same result)."""
+    return x if abs(x) < _TINY else math.tan(x)
+
+
+@njit(cache=True, inline="always")
+def sin(x: float) -> float:
+    """``math.sin`` without the call for tiny arguments (same result)."""
+    return x if abs(x) < _TINY else math.sin(x)
+
+
 @njit(cache=True, inline="always")
 def not_zero(x: float) -> float:
     """``utils.not_zero`` with ``eps = 1e-2``."""

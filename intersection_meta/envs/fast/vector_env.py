@@ -135,7 +135,10 @@ class FastIntersectionVectorEnv(VectorEnv):
         for i, t in enumerate(self.tasks):
             ke, ko = entry_index(t.ego_entry), entry_index(t.other_entry)
             lane0[i] = (tab.index((f"o{ke}", f"ir{ke}", 0)), tab.index((f"o{ko}", f"ir{ko}", 0)))
-            s0[i] = (APPROACH_LANE_LENGTH_M - t.ego_distance_to_stop_m, APPROACH_LANE_LENGTH_M - t.other_distance_to_stop_m)
+            s0[i] = (
+                APPROACH_LANE_LENGTH_M - t.ego_distance_to_stop_m,
+                APPROACH_LANE_LENGTH_M - t.other_distance_to_stop_m,
+            )
             init_vf[i, :, K.V_SPEED] = (t.ego_speed_mps, t.other_speed_mps)
             destinations.append((destination_node(ke, t.ego_intent), destination_node(ko, t.other_intent)))
             r = t.settings.rewards
@@ -176,6 +179,7 @@ class FastIntersectionVectorEnv(VectorEnv):
                 init_si[i, K.SI_SPEED_INDEX] = k
                 init_vf[i, K.EGO, K.V_TARGET_SPEED] = self._target_speeds[k]
         init_si[:, K.SI_PRESENT] = 1
+        init_vf[:, :, K.V_TRIG_ANGLE] = np.nan
         self._init_vf, self._init_vi, self._init_si = init_vf, init_vi, init_si
         self._params, self._routes, self._route_len = params, routes, route_len
 
@@ -216,7 +220,8 @@ class FastIntersectionVectorEnv(VectorEnv):
         else:
             discrete_actions, commanded_acc = self._no_actions, self._continuous_actions(actions)
         obs, out_f, out_b = self._outputs()
-        step = K.step_parallel if self.num_envs >= PARALLEL_MIN_SCENES and numba.get_num_threads() > 1 else K.step_serial
+        threaded = self.num_envs >= PARALLEL_MIN_SCENES and numba.get_num_threads() > 1
+        step = K.step_parallel if threaded else K.step_serial
         bad = step(
             discrete_actions, commanded_acc, self._vf, self._vi, self._sf, self._si, self._init_vf,
             self._init_vi, self._init_si, self._params, self._routes, self._route_len, self._geo,
