@@ -59,15 +59,13 @@ def test_polygons_and_separating_axis_test_are_bitwise_highway_env():
     rng = np.random.default_rng(0)
     fused, dt = dot_is_fused(), 1 / 15
     will_count = 0
-    pa, pb = np.empty((4, 2)), np.empty((4, 2))
     for _ in range(400):
         xa, ya, ha, va = rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-7, 7), rng.uniform(0, 10)
         xb, yb = xa + rng.uniform(-4, 4), ya + rng.uniform(-4, 4)
         hb, vb = rng.uniform(-7, 7), rng.uniform(0, 10)
         a, b = Vehicle(None, [xa, ya], ha, va), Vehicle(None, [xb, yb], hb, vb)
-        polygon(xa, ya, ha, pa)
-        polygon(xb, yb, hb, pb)
-        assert np.array_equal(pa, a.polygon()[:4])
+        pa, pb = polygon(xa, ya, ha), polygon(xb, yb, hb)
+        assert np.array_equal(np.reshape(pa, (4, 2)), a.polygon()[:4])
         da, db = a.velocity * dt, b.velocity * dt
         ref_i, ref_w, ref_t = utils.are_polygons_intersecting(a.polygon(), b.polygon(), da, db)
         inter, will, tx, ty = polygons_intersecting(pa, pb, da[0], da[1], db[0], db[1], fused)

@@ -18,48 +18,46 @@ VEHICLE_LENGTH_M = 5.0
 VEHICLE_WIDTH_M = 2.0
 VEHICLE_DIAGONAL_M = float(np.sqrt(VEHICLE_LENGTH_M**2 + VEHICLE_WIDTH_M**2))
 
-# Rectangle corners in the vehicle frame, in ``RoadObject.polygon()`` order.
-_CORNERS = np.array(
-    [
-        [-VEHICLE_LENGTH_M / 2, -VEHICLE_WIDTH_M / 2],
-        [-VEHICLE_LENGTH_M / 2, VEHICLE_WIDTH_M / 2],
-        [VEHICLE_LENGTH_M / 2, VEHICLE_WIDTH_M / 2],
-        [VEHICLE_LENGTH_M / 2, -VEHICLE_WIDTH_M / 2],
-    ]
-)
 
-
-@njit(cache=True)
-def polygon(x: float, y: float, heading: float, out: np.ndarray) -> None:
-    """``RoadObject.polygon()`` without the closing point, into ``out`` (4, 2)."""
+@njit(cache=True, _nrt=False)
+def polygon(x: float, y: float, heading: float) -> tuple[float, ...]:
+    """``RoadObject.polygon()`` without the closing point, flat: ``(x0, y0, x1, y1, x2, y2, x3, y3)``."""
     c, s = math.cos(heading), math.sin(heading)
-    for k in range(4):
-        px, py = _CORNERS[k, 0], _CORNERS[k, 1]
-        out[k, 0] = c * px + (-s) * py + x
-        out[k, 1] = s * px + c * py + y
+    hl, hw = VEHICLE_LENGTH_M / 2, VEHICLE_WIDTH_M / 2
+    return (
+        c * -hl + (-s) * -hw + x,
+        s * -hl + c * -hw + y,
+        c * -hl + (-s) * hw + x,
+        s * -hl + c * hw + y,
+        c * hl + (-s) * hw + x,
+        s * hl + c * hw + y,
+        c * hl + (-s) * -hw + x,
+        s * hl + c * -hw + y,
+    )
 
 
-@njit(cache=True)
-def _project(poly: np.ndarray, nx: float, ny: float, fused: bool) -> tuple[float, float]:
+@njit(cache=True, _nrt=False)
+def _project(poly: tuple[float, ...], nx: float, ny: float, fused: bool) -> tuple[float, float]:
     lo = np.inf
     hi = -np.inf
     for k in range(4):
-        p = dot2(poly[k, 0], poly[k, 1], nx, ny, fused)
+        p = dot2(poly[2 * k], poly[2 * k + 1], nx, ny, fused)
         lo = min(lo, p)
         hi = max(hi, p)
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _interval_distance(min_a: float, max_a: float, min_b: float, max_b: float) -> float:
     return min_b - max_a if min_a < min_b else min_a - max_b
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def polygons_intersecting(
-    a: np.ndarray, b: np.ndarray, dax: float, day: float, dbx: float, dby: float, fused: bool
+    a: tuple[float, ...], b: tuple[float, ...], dax: float, day: float, dbx: float, dby: float, fused: bool
 ) -> tuple[bool, bool, float, float]:
-    """``utils.are_polygons_intersecting(a, b, disp_a, disp_b)`` for two rectangles (4, 2).
+    """``utils.are_polygons_intersecting(a, b, disp_a, disp_b)`` for two rectangles (flat, see
+    :func:`polygon`).
 
     Returns:
         ``(intersecting, will_intersect, translation_x, translation_y)``; the translation is 0 unless
@@ -71,14 +69,14 @@ def polygons_intersecting(
     axis_x = axis_y = 0.0
     ddx, ddy = dax - dbx, day - dby
     # Centre difference, as ``a[:-1].mean(axis=0) - b[:-1].mean(axis=0)``.
-    cx = (((a[0, 0] + a[1, 0]) + a[2, 0]) + a[3, 0]) / 4 - (((b[0, 0] + b[1, 0]) + b[2, 0]) + b[3, 0]) / 4
-    cy = (((a[0, 1] + a[1, 1]) + a[2, 1]) + a[3, 1]) / 4 - (((b[0, 1] + b[1, 1]) + b[2, 1]) + b[3, 1]) / 4
+    cx = (((a[0] + a[2]) + a[4]) + a[6]) / 4 - (((b[0] + b[2]) + b[4]) + b[6]) / 4
+    cy = (((a[1] + a[3]) + a[5]) + a[7]) / 4 - (((b[1] + b[3]) + b[5]) + b[7]) / 4
     for which in range(2):
         poly = a if which == 0 else b
         for k in range(4):
             k2 = (k + 1) % 4
-            nx = -poly[k2, 1] + poly[k, 1]
-            ny = poly[k2, 0] - poly[k, 0]
+            nx = -poly[2 * k2 + 1] + poly[2 * k + 1]
+            ny = poly[2 * k2] - poly[2 * k]
             norm = norm2(nx, ny, fused)
             nx /= norm
             ny /= norm
@@ -107,7 +105,7 @@ def polygons_intersecting(
     return intersecting, True, min_distance * axis_x, min_distance * axis_y
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def is_colliding(
     xa: float,
     ya: float,
@@ -123,10 +121,6 @@ def is_colliding(
     """``a._is_colliding(b, dt)`` for vehicles ``a`` (first in ``road.vehicles``) and ``b``."""
     if norm2(xb - xa, yb - ya, fused) > (VEHICLE_DIAGONAL_M + VEHICLE_DIAGONAL_M) / 2 + va * dt:
         return False, False, 0.0, 0.0
-    poly_a = np.empty((4, 2))
-    poly_b = np.empty((4, 2))
-    polygon(xa, ya, ha, poly_a)
-    polygon(xb, yb, hb, poly_b)
     dax, day = va * math.cos(ha) * dt, va * math.sin(ha) * dt
     dbx, dby = vb * math.cos(hb) * dt, vb * math.sin(hb) * dt
-    return polygons_intersecting(poly_a, poly_b, dax, day, dbx, dby, fused)
+    return polygons_intersecting(polygon(xa, ya, ha), polygon(xb, yb, hb), dax, day, dbx, dby, fused)
