@@ -2,6 +2,7 @@
 
 Run then as ``python tests/data/make_flat_config_checkpoint.py OUT_DIR`` and copied from OUT_DIR/checkpoints/last.pt.
 It no longer runs against the current code (``make_config`` takes sections now); it is kept as the record.
+"""
 import torch, json, sys
 from pathlib import Path
 from intersection_meta.config import make_config
