@@ -8,7 +8,8 @@ Contents (all loadable with ``torch.load(weights_only=True)``: tensors, dicts, l
     policy_state     the policy's state_dict (meta-trained initial parameters)
     meta_state       learner state (e.g. Meta-SGD per-parameter step sizes) as a dict of tensors
     optimizer_state  outer optimiser state_dict
-    config           the resolved RunConfig as a dict
+    config           the resolved RunConfig as a dict of sections (checkpoints written before the sections hold a
+                     flat dict of the same key names; make_config reads both)
     scenario         the resolved scenario as a dict (Scenario.to_dict(); rebuilds the task distribution)
     spaces           {"obs_dim": int, "action": {"type": "discrete", "n": int} | {"type": "box", "dim": int,
                       "low": [...], "high": [...]}}
@@ -163,8 +164,7 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
     Raises:
         CheckpointError: missing/corrupt file, unsupported version, or a scenario mismatch.
     """
-    from intersection_meta.adaptation import meta_config
-    from intersection_meta.meta import make_learner
+    from intersection_meta.meta import MetaLearner
     from intersection_meta.networks import build_policy
 
     raw = load_raw(path)
@@ -180,14 +180,14 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
                 f"pass --scenario {sc.name} or a checkpoint trained on '{wanted}'"
             )
     obs_space, act_space = spaces_from_dict(raw["spaces"])
-    policy = build_policy(obs_space, act_space, hidden=config.hidden_sizes)
+    policy = build_policy(obs_space, act_space, hidden_sizes=config.policy.hidden_sizes)
     try:
         policy.load_state_dict(raw["policy_state"])
     except RuntimeError as exc:
         raise CheckpointError(
             f"{raw['path']}: policy weights do not match the stored config: {str(exc).splitlines()[0]}"
         ) from None
-    learner = make_learner(raw["algo"], policy, meta_config(config))
+    learner = MetaLearner(policy, config.meta, config.pg)
     if raw["meta_state"]:
         learner.load_state_dict(raw["meta_state"])
     return Checkpoint(
