@@ -30,8 +30,9 @@ def evaluate_checkpoint(
     """Adapt the checkpoint's policy to ``n_tasks`` held-out tasks and summarise every adaptation step.
 
     Returns:
-        ``{"scenario", "algo", "iteration", "tasks", "episodes_per_task", "backend", "simulator", "steps": [{"adapt_step",
-        "return_mean", "return_ci", "success_rate", "success_ci", "collision_rate", "collision_ci"}, ...]}``.
+        ``{"scenario", "algo", "iteration", "tasks", "episodes_per_task", "backend", "simulator", "task_ids",
+        "steps": [{"adapt_step", "return_mean", "return_ci", "success_rate", "success_ci", "collision_rate",
+        "collision_ci"}, ...], "per_task": [...]}``.
     """
     from intersection_meta.adaptation import adapt_and_rollout
     from intersection_meta.envs.factory import resolve_backend, simulator_name

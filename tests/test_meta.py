@@ -113,7 +113,7 @@ def test_directed_step_is_pure():
 
 
 def test_unknown_name_lists_valid():
-    with pytest.raises(ConfigError, match="meta.algo: got 'reptile'; expected one of maml, fomaml, meta_sgd, directed_maml"):
+    with pytest.raises(ConfigError, match="meta.algo: got 'reptile'; expected one of maml, fomaml, meta_sgd, direct"):
         MetaConfig(algo="reptile")
 
 

@@ -101,8 +101,9 @@ class MetaLearner:
     """Gradient-based meta-learner covering MAML, FOMAML, Meta-SGD and Directed-* (see
     :data:`intersection_meta.registry.ALGORITHMS`).
 
-    Build it from the run config's sections: ``MetaLearner(policy, config.meta, config.pg)``. The policy module holds ``theta``; Meta-SGD's step sizes live in
-    ``self.step_sizes`` (a dict of ``nn.Parameter`` shaped like each policy parameter, or None).
+    Build it from the run config's sections: ``MetaLearner(policy, config.meta, config.pg)``. The policy module
+    holds ``theta``; Meta-SGD's step sizes live in ``self.step_sizes`` (a dict of ``nn.Parameter`` shaped like
+    each policy parameter, or None).
 
     Args:
         policy: The policy ``nn.Module`` (``theta`` = its parameters).
