@@ -222,24 +222,28 @@ def format_progress_stats(row: dict[str, float]) -> str:
 
 class ProgressBar:
     """Two lines on stderr: a tqdm bar, and under it the latest iteration's statistics (post-adaptation rates),
-    so neither squeezes the other at 80 columns."""
+    so neither squeezes the other at 80 columns. The last statistics stay printed under the finished bar."""
 
     def __init__(self, total: int, initial: int, file: Any = None) -> None:
         from tqdm import tqdm
 
-        file = sys.stderr if file is None else file
+        self.file = sys.stderr if file is None else file
         self.bar = tqdm(
-            total=total, initial=initial, unit="it", file=file, dynamic_ncols=True, bar_format=PROGRESS_BAR_FORMAT
+            total=total, initial=initial, unit="it", file=self.file, dynamic_ncols=True, bar_format=PROGRESS_BAR_FORMAT
         )
-        self.stats = tqdm(total=0, bar_format="{desc}", file=file, position=1, leave=False, dynamic_ncols=True)
+        self.stats = tqdm(total=0, bar_format="{desc}", file=self.file, position=1, leave=False, dynamic_ncols=True)
+        self.last = ""
 
     def update(self, row: dict[str, float]) -> None:
-        self.stats.set_description_str(format_progress_stats(row))
+        self.last = format_progress_stats(row)
+        self.stats.set_description_str(self.last)
         self.bar.update(1)
 
     def close(self) -> None:
         self.stats.close()
         self.bar.close()
+        if self.last:
+            print(self.last, file=self.file)
 
 
 class Trainer:
