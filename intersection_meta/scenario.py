@@ -205,10 +205,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _did_you_mean(key: str, allowed: Iterable[str]) -> str:
-    return did_you_mean(key, allowed)
-
-
 class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -287,7 +283,7 @@ class _Validator:
             )
         for k in data:
             if k not in schema:
-                raise self.fail(_join(prefix, str(k)), "unknown key" + _did_you_mean(str(k), list(schema)))
+                raise self.fail(_join(prefix, str(k)), "unknown key" + did_you_mean(str(k), list(schema)))
         out: dict[str, Any] = {}
         for k, sub in schema.items():
             path = _join(prefix, k)
@@ -496,14 +492,14 @@ def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[st
     sections = sorted({k.split(".")[0] for k in params})
     for sec, sub in raw.items():
         if sec not in sections:
-            raise v.fail(f"medium_task.{sec}", "unknown key" + _did_you_mean(str(sec), sections))
+            raise v.fail(f"medium_task.{sec}", "unknown key" + did_you_mean(str(sec), sections))
         if not isinstance(sub, dict):
             raise v.fail(f"medium_task.{sec}", f"got {sub!r}; expected a mapping of concrete values")
         keys = [k.split(".", 1)[1] for k in params if k.startswith(sec + ".")]
         for key, value in sub.items():
             dotted = f"{sec}.{key}"
             if dotted not in params:
-                raise v.fail(f"medium_task.{dotted}", "unknown key" + _did_you_mean(str(key), keys))
+                raise v.fail(f"medium_task.{dotted}", "unknown key" + did_you_mean(str(key), keys))
             leaf = SCHEMAS[spec["kind"]][sec][key]
             medium[dotted] = v.scalar(f"medium_task.{dotted}", replace(leaf, sampled=False), value)
     return medium
@@ -581,11 +577,6 @@ def available_scenarios() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file safely; errors become :class:`ScenarioError` naming the file and line."""
-    return read_yaml_file(path, ScenarioError)
-
-
 Override = str | tuple[str, Any]
 
 
@@ -627,7 +618,7 @@ def apply_overrides(data: Any, overrides: Sequence[Override], source: str) -> An
             where = ".".join(parts[: i + 1])
             if not isinstance(sub, dict) or part not in sub:
                 allowed = list(sub) if isinstance(sub, dict) else []
-                raise ScenarioError(f"--set {text}", where, "unknown key" + _did_you_mean(part, allowed))
+                raise ScenarioError(f"--set {text}", where, "unknown key" + did_you_mean(part, allowed))
             if i == len(parts) - 1:
                 if isinstance(sub[part], dict):
                     raise ScenarioError(
@@ -655,9 +646,9 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[Override] = ()) 
             str(name_or_path),
             "",
             "no scenario of that name"
-            + _did_you_mean(str(name_or_path), names).replace("allowed keys", "available"),
+            + did_you_mean(str(name_or_path), names, what="available"),
         )
-    data = read_yaml(path)
+    data = read_yaml_file(path, ScenarioError)
     source = str(path)
     if overrides:
         data = apply_overrides(data, overrides, source)

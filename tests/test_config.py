@@ -232,3 +232,16 @@ def test_medium_of_a_numeric_choice_is_the_median_as_documented():
     assert Choice((5.0, 7.0, 8.0, 10.0)).midpoint() == 7.5
     assert Choice((9.0, 5.0, 6.0)).midpoint() == 6.0
     assert Choice(("left", "straight")).midpoint() == "left"
+
+
+def test_highway_env_pin_admits_the_verified_version_only():
+    """The fast backend's fidelity (benchmarks/fidelity.py) was verified against highway-env 1.12.1."""
+    import tomllib
+    from importlib.metadata import version
+
+    requirements = pytest.importorskip("packaging.requirements")
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [requirements.Requirement(d) for d in deps if d.startswith("highway-env")]
+    assert pin.specifier.contains(version("highway-env"))
+    assert pin.specifier.contains("1.12.1") and not pin.specifier.contains("1.13.0")
+    assert not pin.specifier.contains("1.11.0")
