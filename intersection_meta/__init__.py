@@ -1,8 +1,14 @@
 """intersection_meta: meta-RL (Directed-MAML and baselines) for two-vehicle intersection crossings.
 
+The pipeline, one module per stage: ``scenario`` (YAML -> task distribution) -> ``tasks`` -> ``envs`` (task ->
+gymnasium env) -> ``rollout`` (-> ``Episodes``) -> ``pg`` (the loss) -> ``meta`` (the meta-learner) ->
+``trainer`` -> ``checkpoint`` -> ``recording`` and ``viz/`` (the viewer). ``config`` holds the run config's
+sections, ``registry`` the algorithm/backend/directed-mode names, ``cli/`` the command lines and ``bench/`` the
+benchmark harness (see docs/ARCHITECTURE.md).
+
 The flat public API::
 
-    from intersection_meta import load_scenario, make_env, make_vector_env
+    from intersection_meta import load_scenario, make_config, make_env, make_vector_env
     scenario = load_scenario("yield_left")
     tasks = scenario.sample_tasks(8, seed=0)
     env = make_env(tasks[0], seed=0)

@@ -1,15 +1,11 @@
 """Run configuration: frozen sections, each handed unchanged to the code that uses it.
 
-=========  =====================================================  =========================================
-section    used by                                                keys
-=========  =====================================================  =========================================
-``train``  the outer loop (:mod:`intersection_meta.trainer`)       scenario, seed, iterations, sampling sizes,
-                                                                  outer optimiser, evaluation, checkpoints
-``meta``   the meta-learner (:func:`intersection_meta.meta.make_learner`)  algo, inner/directed steps
-``pg``     the loss (:func:`intersection_meta.pg.policy_loss`)     gamma, gae_lambda, advantages, baseline
-``policy`` the network (:func:`intersection_meta.networks.build_policy`)  hidden_sizes
-``env``    the env factory (:func:`intersection_meta.envs.factory.make_batch_env`)  backend
-=========  =====================================================  =========================================
+- ``train``: the outer loop (:mod:`intersection_meta.trainer`): scenario, seed, iterations, sampling sizes, the
+  outer optimiser, the final evaluation, checkpoints.
+- ``meta``: the meta-learner (:class:`intersection_meta.meta.MetaLearner`): ``algo``, inner and directed steps.
+- ``pg``: the loss (:func:`intersection_meta.pg.policy_loss`): ``gamma``, ``gae_lambda``, advantages, baseline.
+- ``policy``: the network (:func:`intersection_meta.networks.build_policy`): ``hidden_sizes``.
+- ``env``: the env factory (:func:`intersection_meta.envs.factory.make_batch_env`): ``backend``.
 
 A key has one name from the command line to the maths (``--set pg.gae_lambda=0.95`` is ``PGConfig.gae_lambda``
 is the ``gae_lambda`` argument of :func:`intersection_meta.pg.gae`), one default and one validation: each field
@@ -48,10 +44,8 @@ class _Section:
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
-            value = check_scalar(
-                f"{type(self).__name__}", f"{self.section}.{f.name}", f.metadata["leaf"], getattr(self, f.name),
-                ConfigError,
-            )
+            key, leaf = f"{self.section}.{f.name}", f.metadata["leaf"]
+            value = check_scalar(type(self).__name__, key, leaf, getattr(self, f.name), ConfigError)
             object.__setattr__(self, f.name, value)
 
 
@@ -167,11 +161,6 @@ class RunConfig:
     pg: PGConfig = field(default_factory=PGConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
-
-    @property
-    def directed(self) -> bool:
-        """Whether the algorithm takes the Directed-* step."""
-        return ALGORITHMS[self.meta.algo].directed
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain mapping ``{section: {key: value}}`` (lists for tuples), as written to config.yaml."""
