@@ -279,7 +279,7 @@ def config_help() -> str:
     """Every key by section, with its default, what it accepts and what it means."""
     lines = []
     for name, cls in SECTIONS.items():
-        lines.append(f"{name}:  {cls.__doc__.strip().splitlines()[0]}")
+        lines.append(f"\n{name}:  {cls.__doc__.strip().splitlines()[0]}")
         for f in fields(cls):
             leaf: Leaf = f.metadata["leaf"]
             default = list(leaf.default) if isinstance(leaf.default, tuple) else leaf.default

@@ -134,8 +134,10 @@ class Leaf:
             what = "a non-empty list of positive integers, e.g. [64, 64]"
         elif self.type == "bool":
             what = "true or false"
+        elif self.type == "str":
+            what = "a non-empty string"
         else:
-            what = f"a non-empty {self.type}"
+            what = f"a {self.type}"
         if self.sampled:
             if self.type == "enum":
                 what += ", or {choice: [...]} of those"

@@ -92,13 +92,13 @@ def _evaluate(config: RunConfig, ckpt_path: Path, out_dir: Path) -> int | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    set_torch_threads(args.threads)
     if args.help_config:
         print(
             "Run-config keys by section (set with --set SECTION.KEY=VALUE, or in a --config YAML file as\n"
             "SECTION: {KEY: VALUE}):\n" + config_help()
         )
         return 0
+    set_torch_threads(args.threads)
     from intersection_meta.checkpoint import CheckpointError
     from intersection_meta.scenario import load_scenario
     from intersection_meta.trainer import TrainError, train
