@@ -41,7 +41,12 @@ from intersection_meta.checkpoint import (
     spaces_to_dict,
 )
 from intersection_meta.config import RunConfig, make_config
-from intersection_meta.envs.factory import make_batch_env, observation_and_action_spaces, resolve_backend
+from intersection_meta.envs.factory import (
+    make_batch_env,
+    observation_and_action_spaces,
+    resolve_backend,
+    simulator_name,
+)
 from intersection_meta.meta import MetaLearner
 from intersection_meta.networks import build_policy
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
@@ -386,6 +391,7 @@ def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
         {
             "git_sha": trainer.git_sha,
             "backend": trainer.backend,
+            "simulator": simulator_name(trainer.backend, trainer.scenario.medium_task()),
             "run": trainer.config.to_dict(),
             "scenario": trainer.scenario.to_dict(),
         },

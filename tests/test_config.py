@@ -129,7 +129,9 @@ def test_set_on_the_train_command_line_reaches_the_run_config(tmp_path: Path):
         "--out", str(out),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    stored = yaml.safe_load((out / "config.yaml").read_text())["run"]
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["simulator"] == "gymnasium CartPole-v1"  # not "highway" for a CartPole run
+    stored = written["run"]
     assert stored["pg"]["gae_lambda"] == 0.9 and stored["pg"]["entropy_coef"] == 0.01
     assert stored["policy"]["hidden_sizes"] == [4] and stored["meta"]["algo"] == "fomaml"
     ckpt = load_checkpoint(out)
