@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.testing import assert_close
-
-from dataclasses import replace
 
 from intersection_meta.config import PGConfig
 from intersection_meta.networks import CategoricalMLP
