@@ -1,28 +1,23 @@
-"""Console script ``intersection-meta-replay``: runs ``viz.replay.main``.
+"""Console script ``intersection-meta-replay``: the viewer, installed as ``intersection_meta.viz``.
 
-``viz/`` is an application folder next to the package (not installed into site-packages), so this shim puts
-the repository root (the parent of this package's folder) on ``sys.path`` when ``viz`` is not importable.
+In a checkout the viewer is the top-level ``viz/`` folder (``python -m viz.replay``); every install (a wheel, or
+an editable install) maps that folder to ``intersection_meta.viz`` (see ``setup.py``), which is what this imports.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 
 def main() -> int:
     try:
-        from viz.replay import main as replay_main
+        from intersection_meta.viz.replay import main as replay_main
     except ModuleNotFoundError as err:
-        if err.name != "viz":
+        if err.name != "intersection_meta.viz":
             raise
-        repo_root = Path(__file__).resolve().parent.parent
-        if not (repo_root / "viz" / "replay.py").is_file():
-            print("intersection-meta-replay: error: the viz/ folder is not next to the installed package; "
-                  "run `python -m viz.replay` from a checkout of the repository", file=sys.stderr)
-            return 2
-        sys.path.insert(0, str(repo_root))
-        from viz.replay import main as replay_main
+        print("intersection-meta-replay: error: this copy of intersection_meta has no viewer (intersection_meta.viz); "
+              "reinstall it (pip install .), or run `python -m viz.replay` from a checkout", file=sys.stderr)
+        return 2
     return replay_main()
 
 
