@@ -238,8 +238,8 @@ def test_event_loop_runs_the_keys_it_receives(pair):
 
 
 def test_paused_viewer_sleeps_instead_of_redrawing(pair):
-    """The paused loop blocks in pygame.event.wait and draws once: next to no CPU over 2 s (it used to redraw at
-    60 fps, about 60% of a core)."""
+    """The paused loop sleeps between looks for events and draws once: next to no CPU over 2 s (it used to redraw
+    at 60 fps, about 50-60% of a core)."""
     replay.draw_window(pygame.Surface(replay.window_size(pair)), replay.ViewState(tuple(pair)))  # warm caches
     pygame.display.init()
     pygame.time.set_timer(pygame.QUIT, 2000, loops=1)
