@@ -544,3 +544,16 @@ def test_opening_search_skips_tasks_where_adaptation_changes_nothing(tmp_path):
     assert recordings[0].task_value().task_id == "9f75a960" and source.task_seed == 9
     assert adaptation_changes_outcome(recordings)
     assert source.opening_candidates == 1  # only the first task is searched for
+
+
+def test_record_adaptation_depends_only_on_its_arguments(tiny_checkpoint):
+    from intersection_meta.checkpoint import load_checkpoint
+    from intersection_meta.recording import record_adaptation
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    first = record_adaptation(ckpt, task_seed=2, adapt_steps=1, episodes=1, greedy=False)
+    again = record_adaptation(load_checkpoint(tiny_checkpoint), task_seed=2, adapt_steps=1, episodes=1, greedy=False)
+    assert first == again and [r.label for r in first] == ["pre-adaptation", "adapted (1 step)"]
+    assert first[0].task_value() == ckpt.scenario.sample_tasks(1, seed=2)[0]
+    only_pre = record_adaptation(ckpt, task_seed=2, adapt_steps=0, episodes=2)
+    assert [(r.episode, r.label) for r in only_pre] == [(0, "pre-adaptation"), (1, "pre-adaptation")]
