@@ -379,8 +379,8 @@ def _opening_seed(checkpoint_path: str, args: argparse.Namespace) -> tuple[int, 
     task (``policies/index.yaml``), else a search from seed 0 for a task where adaptation changes the outcome."""
     from intersection_meta.resources import shipped_policy_entry
 
-    if args.task_seed is not None:
-        return args.task_seed, 1
+    if args.task_seed is not None or args.adapt_steps == 0:  # nothing to compare without adaptation
+        return args.task_seed or 0, 1
     entry = shipped_policy_entry(checkpoint_path) or {}
     showcase = entry.get("showcase") if not (args.set or args.scenario) else None
     if isinstance(showcase, dict) and isinstance(showcase.get("task_seed"), int):
