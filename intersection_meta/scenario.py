@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from intersection_meta.resources import scenario_dir
 from intersection_meta.schema import Leaf as _Leaf
 from intersection_meta.schema import LoadError, check_scalar, did_you_mean, is_number, parse_set, read_yaml_file
 from intersection_meta.seeding import derive_seed
@@ -47,8 +48,8 @@ from intersection_meta.tasks import (
 
 SCENARIO_VERSION = 1
 KINDS = ("intersection", "cartpole", "lunarlander")
-#: Where named scenarios live: ``<repo>/scenarios/NAME.yaml``.
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+#: Where named scenarios live (``NAME.yaml``): the checkout's ``scenarios/``, or the installed package's copy.
+SCENARIO_DIR = scenario_dir()
 
 
 class ScenarioError(LoadError):

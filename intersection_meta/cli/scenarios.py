@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from intersection_meta.cli.options import add_set_argument
 from intersection_meta.scenario import (
+    SCENARIO_DIR,
     ScenarioError,
     available_scenarios,
     load_scenario,
@@ -24,6 +25,9 @@ from intersection_meta.tasks import sampled_parameters
 
 def _cmd_list(args: argparse.Namespace) -> int:
     names = available_scenarios()
+    if not names:
+        print(f"error: no scenarios found in {SCENARIO_DIR} (is the package installed with its data?)", file=sys.stderr)
+        return 2
     width = max(map(len, names), default=0)
     for name in names:
         try:
