@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from intersection_meta.meta import make_learner, MetaConfig
+from intersection_meta.config import MetaConfig
+from intersection_meta.meta import MetaLearner
 from intersection_meta.networks import CategoricalMLP
 from intersection_meta.rollout import Episodes
 
@@ -48,7 +49,7 @@ def run_one(algo: str, tasks: int, episodes: int, steps: int, inner_steps: int, 
     torch.manual_seed(0)
     torch.set_num_threads(1)
     policy = CategoricalMLP(4, 2, hidden=(64, 64))
-    learner = make_learner(algo, policy, MetaConfig(inner_steps=inner_steps))
+    learner = MetaLearner(policy, MetaConfig(algo=algo, inner_lr=0.1, inner_steps=inner_steps))
     batches = [
         (synthetic_episodes(episodes, steps, 2 * k), synthetic_episodes(episodes, steps, 2 * k + 1))
         for k in range(tasks)

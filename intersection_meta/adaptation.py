@@ -15,46 +15,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from intersection_meta.config import RunConfig
-from intersection_meta.envs.factory import make_vector_env
-from intersection_meta.meta import MetaConfig
+from intersection_meta.envs.factory import make_vector_env, resolve_backend
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import Task
 
 Params = dict[str, Tensor]
-
-
-def meta_config(config: RunConfig) -> MetaConfig:
-    """The learner hyper-parameters of a run config (the algorithm name sets the flags in ``make_learner``)."""
-    return MetaConfig(
-        inner_lr=config.inner_lr,
-        inner_steps=config.inner_steps,
-        directed_lr=config.directed_lr,
-        directed_lr_decay=config.directed_lr_decay,
-        directed_mode=config.directed_mode,
-        gamma=config.gamma,
-        gae_lambda=config.gae_lambda,
-        baseline_reg=config.baseline_reg,
-        entropy_coef=config.entropy_coef,
-        bootstrap_truncated=config.bootstrap_truncated,
-        normalize_advantages=config.normalize_advantages,
-    )
-
-
-def resolve_backend(backend: str, task: Task) -> str:
-    """The simulator for tasks like ``task``: ``auto`` picks the fast compiled simulator for intersection tasks
-    (discrete or continuous actions; same outcomes as highway-env, see benchmarks/fidelity.py), else highway.
-    """
-    allowed = ("auto", "fast", "highway")
-    if backend not in allowed:
-        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(allowed)}")
-    fast_ok = task.kind == "intersection"
-    if backend == "fast" and not fast_ok:
-        raise ValueError("the fast backend simulates intersection scenarios only; use highway or auto")
-    if backend == "auto":
-        return "fast" if fast_ok else "highway"
-    return backend
 
 
 class GroupedPolicy:
@@ -143,7 +109,7 @@ def adapt_to_task(
     episodes_per_task: int | None = None,
 ) -> list[Params]:
     """Parameters before adaptation and after each of ``adapt_steps`` steps on ``task`` (element 0 = before)."""
-    episodes = episodes_per_task or checkpoint.config.episodes_per_task
+    episodes = episodes_per_task or checkpoint.config.train.episodes_per_task
     result = adapt_and_rollout(
         checkpoint.learner,
         [task],

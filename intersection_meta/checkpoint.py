@@ -8,11 +8,12 @@ Contents (all loadable with ``torch.load(weights_only=True)``: tensors, dicts, l
     policy_state     the policy's state_dict (meta-trained initial parameters)
     meta_state       learner state (e.g. Meta-SGD per-parameter step sizes) as a dict of tensors
     optimizer_state  outer optimiser state_dict
-    config           the resolved RunConfig as a dict
+    config           the resolved RunConfig as a dict of sections (checkpoints written before the sections hold a
+                     flat dict of the same key names; make_config reads both)
     scenario         the resolved scenario as a dict (Scenario.to_dict(); rebuilds the task distribution)
     spaces           {"obs_dim": int, "action": {"type": "discrete", "n": int} | {"type": "box", "dim": int,
                       "low": [...], "high": [...]}}
-    git_sha          str, the commit of the code that wrote it ("unknown" outside a git checkout)
+    git_sha          str, the commit of the code that wrote it (``git_sha()``; "unknown ..." outside a git checkout)
     extra            dict, free-form (e.g. elapsed wall time, env steps)
 
 Files are written atomically (temporary file in the same directory, fsync, ``os.replace``), so a run killed
@@ -32,6 +33,7 @@ import gymnasium as gym
 import torch
 
 from intersection_meta.config import RunConfig, make_config
+from intersection_meta.resources import resolve_checkpoint
 from intersection_meta.scenario import Scenario
 
 FORMAT_VERSION = 1
@@ -42,9 +44,18 @@ class CheckpointError(ValueError):
 
 
 def git_sha(repo_dir: Path | None = None) -> str:
-    """The current commit (with ``-dirty`` if the tree has changes), or ``"unknown"``."""
-    cwd = repo_dir or Path(__file__).resolve().parent.parent
+    """The commit of the running code (with ``-dirty`` if tracked files changed), when it runs from a git checkout.
+
+    An installed copy (a wheel in site-packages) is not a checkout, even when the venv sits inside one, so it
+    records ``"unknown (installed intersection_meta VERSION)"``; without git at all, ``"unknown"``.
+    """
+    cwd = (repo_dir or Path(__file__).resolve().parent.parent).resolve()
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if not top or Path(top).resolve() != cwd:
+            return _installed_version()
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
@@ -57,6 +68,15 @@ def git_sha(repo_dir: Path | None = None) -> str:
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"unknown (installed intersection_meta {version('intersection_meta')})"
+    except PackageNotFoundError:
         return "unknown"
 
 
@@ -103,12 +123,24 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def run_dir_of(path: str | Path) -> Path | None:
+    """The run directory a checkpoint belongs to: ``RUN`` for ``RUN/checkpoints/NAME.pt`` or for ``RUN`` itself;
+    None for a file outside a run directory (e.g. a shipped policy)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
 _REQUIRED = ("algo", "iteration", "policy_state", "meta_state", "config", "scenario", "spaces")
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint file. Raises :class:`CheckpointError` with the file name on any problem."""
-    path = Path(path)
+    try:
+        path = resolve_checkpoint(path)  # a shipped policy may be named: yield_left, policies:NAME
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     if path.is_dir():
         candidate = path / "checkpoints" / "last.pt"
         path = candidate if candidate.exists() else path / "last.pt"
@@ -163,8 +195,7 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
     Raises:
         CheckpointError: missing/corrupt file, unsupported version, or a scenario mismatch.
     """
-    from intersection_meta.adaptation import meta_config
-    from intersection_meta.meta import make_learner
+    from intersection_meta.meta import MetaLearner
     from intersection_meta.networks import build_policy
 
     raw = load_raw(path)
@@ -180,14 +211,14 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
                 f"pass --scenario {sc.name} or a checkpoint trained on '{wanted}'"
             )
     obs_space, act_space = spaces_from_dict(raw["spaces"])
-    policy = build_policy(obs_space, act_space, hidden=config.hidden_sizes)
+    policy = build_policy(obs_space, act_space, hidden_sizes=config.policy.hidden_sizes)
     try:
         policy.load_state_dict(raw["policy_state"])
     except RuntimeError as exc:
         raise CheckpointError(
             f"{raw['path']}: policy weights do not match the stored config: {str(exc).splitlines()[0]}"
         ) from None
-    learner = make_learner(raw["algo"], policy, meta_config(config))
+    learner = MetaLearner(policy, config.meta, config.pg)
     if raw["meta_state"]:
         learner.load_state_dict(raw["meta_state"])
     return Checkpoint(

@@ -1,237 +1,287 @@
-"""Run configuration: one frozen dataclass with documented defaults, loaded strictly from YAML and ``--set``.
+"""Run configuration: frozen sections, each handed unchanged to the code that uses it.
 
-Every field's help text is the ``help`` metadata below; ``python -m intersection_meta.train --help-config``
-prints them. Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the source,
-the key and what is allowed.
+- ``train``: the outer loop (:mod:`intersection_meta.trainer`): scenario, seed, iterations, sampling sizes, the
+  outer optimiser, the final evaluation, checkpoints.
+- ``meta``: the meta-learner (:class:`intersection_meta.meta.MetaLearner`): ``algo``, inner and directed steps.
+- ``pg``: the loss (:func:`intersection_meta.pg.policy_loss`): ``gamma``, ``gae_lambda``, advantages, baseline.
+- ``policy``: the network (:func:`intersection_meta.networks.build_policy`): ``hidden_sizes``.
+- ``env``: the env factory (:func:`intersection_meta.envs.factory.make_batch_env`): ``backend``.
+
+A key has one name from the command line to the maths (``--set pg.gae_lambda=0.95`` is ``PGConfig.gae_lambda``
+is the ``gae_lambda`` argument of :func:`intersection_meta.pg.gae`), one default and one validation: each field
+carries a :class:`~intersection_meta.schema.Leaf`, checked when the section is constructed. Every key name is
+unique across sections, so the flat name is accepted too (``--set gae_lambda=0.95``): that is how run configs and
+checkpoints written before the sections existed still load. ``--help-config`` prints :func:`config_help`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
-
-ALGORITHMS: tuple[str, ...] = (
-    "maml",
-    "fomaml",
-    "meta_sgd",
-    "directed_maml",
-    "directed_fomaml",
-    "directed_meta_sgd",
-)
-BACKENDS: tuple[str, ...] = ("auto", "fast", "highway")
-DIRECTED_MODES: tuple[str, ...] = ("pg", "fomaml")
+from intersection_meta.registry import ALGORITHMS, BACKENDS, DIRECTED_MODES
+from intersection_meta.schema import Leaf, LoadError, check_scalar, parse_set, read_yaml_file
 
 
-class ConfigError(ValueError):
+class ConfigError(LoadError):
     """Invalid run configuration or command-line value; ``str(err)`` is one line naming source and key."""
 
-    def __init__(self, source: str, key: str, message: str) -> None:
-        self.source, self.key, self.message = source, key, message
-        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
-
-def _f(
-    default: Any,
-    help: str,
-    *,
-    choices: tuple[str, ...] = (),
-    low: float | None = None,
-    high: float | None = None,
-) -> Any:
-    meta = {"help": help, "choices": choices, "low": low, "high": high}
+def _key(type_: str, default: Any, help: str, **limits: Any) -> Any:
+    leaf = Leaf(type_, default=default, help=help, **limits)
     if isinstance(default, list | tuple):
-        return field(default_factory=lambda: tuple(default), metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=lambda: tuple(default), metadata={"leaf": leaf})
+    return field(default=default, metadata={"leaf": leaf})
+
+
+class _Section:
+    """Validates every field against its :class:`Leaf` on construction (the one validation of each key)."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            key, leaf = f"{self.section}.{f.name}", f.metadata["leaf"]
+            value = check_scalar(type(self).__name__, key, leaf, getattr(self, f.name), ConfigError)
+            object.__setattr__(self, f.name, value)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """The outer loop: what to train on, how much to sample, the outer optimiser, evaluation and output."""
+
+    section: ClassVar[str] = "train"
+    scenario: str = _key("str", "yield_left", "scenario name (scenarios/NAME.yaml) or path to a scenario file")
+    seed: int = _key("int", 0, "run seed; every random stream derives from (seed, iteration, task index)", low=0)
+    iterations: int = _key("int", 120, "number of meta-iterations", low=1)
+    meta_batch_size: int = _key("int", 20, "tasks per meta-iteration", low=1)
+    episodes_per_task: int = _key("int", 20, "episodes per task for each inner step and for the outer loss", low=1)
+    directed_episodes: int = _key("int", 20, "episodes sampled on the medium task for the directed step", low=1)
+    meta_lr: float = _key("float", 0.001, "outer Adam step size", low=0.0)
+    outer_grad_clip: float = _key("float", 1.0, "max global norm of the outer gradient (0 disables clipping)", low=0.0)
+    eval_tasks: int = _key("int", 40, "held-out tasks for the final evaluation (0 skips it)", low=0)
+    checkpoint_every: int = _key(
+        "int", 10, "keep a numbered checkpoint every N iterations (last.pt is always updated)", low=1
+    )
+
+
+@dataclass(frozen=True)
+class MetaConfig(_Section):
+    """The meta-learner: which algorithm, its inner (adaptation) steps and the Directed-* step."""
+
+    section: ClassVar[str] = "meta"
+    algo: str = _key("enum", "directed_maml", "meta-learner", allowed=tuple(ALGORITHMS))
+    inner_lr: float = _key(
+        "float", 0.05, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0
+    )
+    inner_steps: int = _key("int", 1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
+    directed_lr: float = _key("float", 0.05, "step size beta_0 of the Directed-* step on the medium task", low=0.0)
+    directed_lr_decay: float = _key(
+        "float",
+        1.0,
+        "beta_k = directed_lr * directed_lr_decay**k at iteration k (1 = constant; 0 is rejected: it would keep "
+        "sampling the medium task for a step of size 0 - use a non-directed algo instead)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
+    directed_mode: str = _key(
+        "enum",
+        "pg",
+        "directed step: " + "; ".join(f"{k} = {v.doc}" for k, v in DIRECTED_MODES.items()),
+        allowed=tuple(DIRECTED_MODES),
+    )
+
+
+@dataclass(frozen=True)
+class PGConfig(_Section):
+    """The policy-gradient loss: discounting, GAE, the linear baseline, advantage normalisation, entropy."""
+
+    section: ClassVar[str] = "pg"
+    gamma: float = _key("float", 0.99, "discount factor", low=0.0, high=1.0)
+    gae_lambda: float = _key("float", 1.0, "GAE lambda (1 = Monte-Carlo returns minus baseline)", low=0.0, high=1.0)
+    normalize_advantages: bool = _key(
+        "bool",
+        True,
+        "normalise advantages per task (mean 0, std 1); false keeps their scale, so tasks with larger return "
+        "differences weigh more",
+    )
+    bootstrap_truncated: bool = _key(
+        "bool",
+        True,
+        "bootstrap episodes cut by the time limit with the baseline value (gymnasium semantics); false treats the "
+        "limit as the end of a finite-horizon task",
+    )
+    entropy_coef: float = _key(
+        "float", 0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain REINFORCE)", low=0.0
+    )
+    baseline_reg: float = _key("float", 1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
+
+
+@dataclass(frozen=True)
+class PolicyConfig(_Section):
+    """The policy network."""
+
+    section: ClassVar[str] = "policy"
+    hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP")
+
+
+@dataclass(frozen=True)
+class EnvConfig(_Section):
+    """The simulator."""
+
+    section: ClassVar[str] = "env"
+    backend: str = _key(
+        "enum",
+        "auto",
+        "simulator: " + "; ".join(f"{k} = {v.doc}" for k, v in BACKENDS.items()),
+        allowed=tuple(BACKENDS),
+    )
+
+
+#: Section name -> section class, in the order of config files and ``--help-config``.
+SECTIONS: dict[str, type[_Section]] = {
+    cls.section: cls for cls in (TrainConfig, MetaConfig, PGConfig, PolicyConfig, EnvConfig)
+}
+
+#: Flat key name -> its section (names are unique across sections).
+FLAT_KEYS: dict[str, str] = {f.name: name for name, cls in SECTIONS.items() for f in fields(cls)}
+assert len(FLAT_KEYS) == sum(len(fields(c)) for c in SECTIONS.values()), "config key names must be unique"
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a meta-training run (the scenario file defines the tasks)."""
 
-    scenario: str = _f("yield_left", "scenario name (scenarios/NAME.yaml) or path to a scenario file")
-    algo: str = _f("directed_maml", "meta-learner", choices=ALGORITHMS)
-    backend: str = _f(
-        "auto",
-        "simulator for intersection scenarios: fast (native batched), highway (highway-env), auto (fast if available)",
-        choices=BACKENDS,
-    )
-    seed: int = _f(0, "run seed; every random stream derives from (seed, iteration, task index)", low=0)
-    iterations: int = _f(120, "number of meta-iterations", low=1)
-    meta_batch_size: int = _f(20, "tasks per meta-iteration", low=1)
-    episodes_per_task: int = _f(20, "episodes per task for each inner step and for the outer loss", low=1)
-    inner_steps: int = _f(1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
-    inner_lr: float = _f(0.05, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0)
-    meta_lr: float = _f(0.001, "outer Adam step size", low=0.0)
-    outer_grad_clip: float = _f(1.0, "max global norm of the outer gradient (0 disables clipping)", low=0.0)
-    directed_lr: float = _f(0.05, "step size of the Directed-* first-order step on the medium task", low=0.0)
-    directed_lr_decay: float = _f(
-        1.0, "multiplicative decay of directed_lr per iteration (1 = constant)", low=0.0, high=1.0
-    )
-    directed_mode: str = _f(
-        "pg",
-        "directed step: pg (plain policy-gradient step on the medium task) or fomaml "
-        "(first-order adapt-then-step on it)",
-        choices=DIRECTED_MODES,
-    )
-    directed_episodes: int = _f(20, "episodes sampled on the medium task for the directed step", low=1)
-    gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
-    gae_lambda: float = _f(1.0, "GAE lambda (1 = Monte-Carlo returns minus baseline)", low=0.0, high=1.0)
-    normalize_advantages: bool = _f(
-        True,
-        "normalise advantages per task (mean 0, std 1); false keeps their scale, "
-        "so tasks with larger return differences weigh more",
-    )
-    bootstrap_truncated: bool = _f(
-        True,
-        "bootstrap episodes cut by the time limit with the baseline value (gymnasium semantics); false treats the "
-        "limit as the end of a finite-horizon task",
-    )
-    entropy_coef: float = _f(
-        0.0, "policy-entropy bonus weight in the inner and outer losses (0 = plain REINFORCE)", low=0.0
-    )
-    baseline_reg: float = _f(1e-5, "ridge regularisation of the linear feature baseline", low=0.0)
-    hidden_sizes: tuple[int, ...] = _f((64, 64), "hidden layer sizes of the policy MLP")
-    eval_tasks: int = _f(40, "held-out tasks for the final evaluation", low=0)
-    checkpoint_every: int = _f(10, "keep a numbered checkpoint every N iterations (last.pt is always updated)", low=1)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    pg: PGConfig = field(default_factory=PGConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
 
-    @property
-    def directed(self) -> bool:
-        return self.algo.startswith("directed_")
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain mapping ``{section: {key: value}}`` (lists for tuples), as written to config.yaml."""
+        return {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in section_values(getattr(self, name)).items()}
+            for name in SECTIONS
+        }
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden_sizes"] = list(self.hidden_sizes)
-        return d
+    def flat(self) -> dict[str, Any]:
+        """``{"section.key": value}`` for every key."""
+        return {f"{s}.{k}": v for s, values in self.to_dict().items() for k, v in values.items()}
 
 
-def config_help() -> str:
-    lines = []
-    for f in fields(RunConfig):
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        extra = f" (one of {', '.join(f.metadata['choices'])})" if f.metadata["choices"] else ""
-        lines.append(f"  {f.name} = {default!r}\n      {f.metadata['help']}{extra}")
-    return "\n".join(lines)
+def section_values(section: _Section) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in fields(section)}  # type: ignore[arg-type]
 
 
-def _convert(source: str, key: str, f: Any, value: Any) -> Any:
-    hint = typing.get_type_hints(RunConfig)[f.name]
-    meta = f.metadata
+def config_keys() -> dict[str, Leaf]:
+    """Every key as ``"section.key"`` with its :class:`Leaf` (default, range, help)."""
+    return {f"{name}.{f.name}": f.metadata["leaf"] for name, cls in SECTIONS.items() for f in fields(cls)}
 
-    def bad(what: str) -> ConfigError:
-        return ConfigError(source, key, f"got {value!r}; expected {what}")
 
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if (
-            not isinstance(value, list | tuple)
-            or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        ):
-            raise bad("a non-empty list of positive integers, e.g. [64, 64]")
-        return tuple(int(v) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        if meta["choices"] and value not in meta["choices"]:
-            close = difflib.get_close_matches(value, meta["choices"], n=1)
-            raise ConfigError(
-                source,
-                key,
-                f"got {value!r}"
-                + (f" (did you mean '{close[0]}'?)" if close else "")
-                + f"; expected one of {', '.join(meta['choices'])}",
-            )
-        return value
-    if hint in (int, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if hint is int and not isinstance(value, int):
-            ok = False
-        if not ok:
-            raise bad("an integer" if hint is int else "a number")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise bad("a finite number")
-        if (meta["low"] is not None and value < meta["low"]) or (meta["high"] is not None and value > meta["high"]):
-            lo = "-inf" if meta["low"] is None else meta["low"]
-            hi = "inf" if meta["high"] is None else meta["high"]
-            raise bad(f"a value in [{lo}, {hi}]")
-        return hint(value)
-    raise AssertionError(f"unsupported config type {hint}")  # internal
+def canonical_key(key: str, source: str) -> str:
+    """``"pg.gae_lambda"`` or the flat ``"gae_lambda"`` -> ``"pg.gae_lambda"``.
+
+    Raises:
+        ConfigError: an unknown key, with a "did you mean" among the keys of its form.
+    """
+    if "." not in key:
+        if key in FLAT_KEYS:
+            return f"{FLAT_KEYS[key]}.{key}"
+        if key in SECTIONS:
+            raise ConfigError(source, key, f"is a section; set one of its keys, e.g. {next(iter(config_keys()))}")
+        raise ConfigError(source, key, "unknown key" + _suggest(key, FLAT_KEYS))
+    if key not in config_keys():
+        raise ConfigError(source, key, "unknown key" + _suggest(key, config_keys()))
+    return key
+
+
+def _suggest(key: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; run-config keys are SECTION.KEY in sections {', '.join(SECTIONS)} (--help-config lists them)"
+
+
+def _dotted_items(values: Mapping[str, Any], source: str) -> Iterator[tuple[str, Any]]:
+    """Nested ``{section: {key: v}}``, dotted ``{"section.key": v}`` or flat ``{"key": v}`` -> dotted items."""
+    for key, value in values.items():
+        key = str(key)
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(source, key, f"got {value!r}; expected a mapping of {key} keys")
+            for sub, v in value.items():
+                yield canonical_key(f"{key}.{sub}", source), v
+        else:
+            yield canonical_key(key, source), value
 
 
 def make_config(values: Mapping[str, Any], *, source: str = "<config>", base: RunConfig | None = None) -> RunConfig:
-    """Validate ``values`` (a mapping of field names) on top of ``base`` (default: the defaults)."""
-    by_name = {f.name: f for f in fields(RunConfig)}
-    current = (base or RunConfig()).to_dict()
-    for key, value in values.items():
-        if key not in by_name:
-            close = difflib.get_close_matches(str(key), list(by_name), n=1)
-            raise ConfigError(
-                source,
-                str(key),
-                "unknown key"
-                + (f" (did you mean '{close[0]}'?)" if close else "")
-                + "; see --help-config for the list",
-            )
-        current[key] = _convert(source, str(key), by_name[key], value)
-    current["hidden_sizes"] = tuple(current["hidden_sizes"])
-    return RunConfig(**current)
+    """Validate ``values`` on top of ``base`` (default: the defaults).
 
+    Args:
+        values: nested (``{"pg": {"gae_lambda": 0.95}}``, as in config.yaml), dotted (``{"pg.gae_lambda": 0.95}``)
+            or flat (``{"gae_lambda": 0.95}``, as in run configs and checkpoints written before the sections).
+        source: named in error messages (a file, ``--set``, ...).
+        base: values not given keep this config's.
 
-def parse_set(items: Sequence[str], source: str = "--set") -> dict[str, Any]:
-    """``["meta_lr=0.01", "hidden_sizes=[32,32]"]`` -> dict; values are parsed as YAML."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"{source} {item}", "", "expected KEY=VALUE, e.g. --set meta_batch_size=10")
-        key, raw = item.split("=", 1)
+    Raises:
+        ConfigError: one line naming ``source``, the dotted key and what is allowed.
+    """
+    base = base or RunConfig()
+    current = {name: section_values(getattr(base, name)) for name in SECTIONS}
+    for dotted, value in _dotted_items(values, source):
+        section, key = dotted.split(".", 1)
+        current[section][key] = value
+    built = {}
+    for name, cls in SECTIONS.items():
         try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"{source} {item}", key, f"cannot parse {raw!r}") from None
-    return out
+            built[name] = cls(**current[name])
+        except ConfigError as exc:
+            raise ConfigError(source, exc.key, exc.message) from None
+    return RunConfig(**built)
+
+
+def split_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """Parse ``--set KEY=VALUE`` items once and route them: run-config keys (dotted, or flat names) to a dict
+    ``{"section.key": value}``, other dotted keys (``other.speed_mps``) to the scenario, in order.
+
+    Raises:
+        ConfigError: a malformed item or an undotted key that is not a run-config key.
+    """
+    run: dict[str, Any] = {}
+    scenario: list[tuple[str, Any]] = []
+    for (key, value), item in zip(parse_set(items, ConfigError), items, strict=True):
+        head = key.split(".", 1)[0]
+        if head in SECTIONS or key in FLAT_KEYS or "." not in key:
+            run[canonical_key(key, f"--set {item}")] = value
+        else:
+            scenario.append((key, value))
+    return run, scenario
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", "no such file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(str(p), "", f"YAML syntax error{where}") from None
+    """The mapping in a run-config YAML file (validate it with :func:`make_config`)."""
+    data = read_yaml_file(Path(path), ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(str(p), "", "expected a mapping of config keys")
+        raise ConfigError(str(path), "", "expected a mapping of config sections (see --help-config)")
     return data
 
 
-def add_threads_argument(parser: Any) -> None:
-    """``--threads N`` for command-line tools (torch intra-op threads of the process)."""
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for these small networks)"
-    )
-
-
-def set_torch_threads(threads: int) -> None:
-    """Process-wide torch thread count, set once by a command-line entry point (never by the library).
-
-    One thread is fastest here: the networks are tiny, and on a small shared machine torch's intra-op threads
-    make each small op several times slower.
-    """
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
+def config_help() -> str:
+    """Every key by section, with its default, what it accepts and what it means."""
+    lines = []
+    for name, cls in SECTIONS.items():
+        lines.append(f"\n{name}:  {cls.__doc__.strip().splitlines()[0]}")
+        for f in fields(cls):
+            leaf: Leaf = f.metadata["leaf"]
+            default = list(leaf.default) if isinstance(leaf.default, tuple) else leaf.default
+            lines.append(f"  {name}.{f.name} = {default!r}    ({leaf.describe()})\n      {leaf.help}")
+    return "\n".join(lines)

@@ -142,7 +142,7 @@ def sample_actions(
 def build_policy(
     observation_space: gym.Space,
     action_space: gym.Space,
-    hidden: Sequence[int] = (64, 64),
+    hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
     init_std: float = 1.0,
 ) -> CategoricalMLP | GaussianMLP:
@@ -158,9 +158,9 @@ def build_policy(
         raise ValueError(f"observation space must be a Box, got {observation_space}")
     obs_dim = int(np.prod(observation_space.shape))
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden, activation=activation)
+        return CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden_sizes, activation=activation)
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         return GaussianMLP(
-            obs_dim, int(action_space.shape[0]), hidden=hidden, activation=activation, init_std=init_std
+            obs_dim, int(action_space.shape[0]), hidden=hidden_sizes, activation=activation, init_std=init_std
         )
     raise ValueError(f"action space must be Discrete or a 1-D Box, got {action_space}")

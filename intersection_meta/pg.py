@@ -7,11 +7,14 @@ policy-gradient surrogate on post-adaptation episodes; the MAML paper's TRPO out
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from intersection_meta.config import PGConfig
 from intersection_meta.rollout import Episodes
 
 #: Time features use ``t / TIME_SCALE`` (Duan et al. 2016 / rllab convention).
@@ -130,13 +133,13 @@ def gae(
     mask: Tensor,
     terminated: Tensor,
     gamma: float,
-    lam: float,
+    gae_lambda: float,
 ) -> Tensor:
     """Generalised advantage estimates (Schulman et al. 2016) with correct truncation handling.
 
-    ``delta_t = r_t + gamma * V_next - V(s_t)``, ``A_t = delta_t + gamma * lam * A_{t+1}`` within an
+    ``delta_t = r_t + gamma * V_next - V(s_t)``, ``A_t = delta_t + gamma * lambda * A_{t+1}`` within an
     episode, where ``V_next = V(s_{t+1})`` inside the episode and, at its final step, ``V(last_obs)`` if the
-    episode was truncated and 0 if it terminated. With ``lam = 1`` and ``V = 0`` this is the discounted
+    episode was truncated and 0 if it terminated. With ``lambda = 1`` and ``V = 0`` this is the discounted
     return (plus ``gamma^(L-t) V(last_obs)`` for truncated episodes).
 
     Args:
@@ -146,7 +149,7 @@ def gae(
         mask: ``[T, B]`` 1 for valid steps.
         terminated: ``[T, B]`` True at the step where an episode terminated.
         gamma: Discount factor.
-        lam: GAE lambda.
+        gae_lambda: GAE lambda.
 
     Returns:
         ``[T, B]`` advantages, zero on padded steps.
@@ -161,7 +164,7 @@ def gae(
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
     for t in range(horizon - 1, -1, -1):
-        running = deltas[t] + gamma * lam * next_mask[t] * running
+        running = deltas[t] + gamma * gae_lambda * next_mask[t] * running
         advantages[t] = running
     return advantages * mask
 
@@ -189,50 +192,43 @@ def reinforce_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tenso
     return -masked_mean(log_probs * advantages.detach(), mask)
 
 
-def compute_advantages(
-    episodes: Episodes,
-    gamma: float,
-    lam: float,
-    baseline_reg: float = 1e-5,
-    normalize: bool = True,
-    bootstrap_truncated: bool = True,
-) -> Tensor:
+def compute_advantages(episodes: Episodes, pg: PGConfig) -> Tensor:
     """Advantages of one task's episodes: fit the linear baseline on them, GAE, optional normalisation.
 
-    ``bootstrap_truncated=False`` treats a truncated episode's end like a termination (value 0 after it): right
-    when the time limit is part of the task (a finite horizon), and it avoids the bias of bootstrapping with a
-    baseline fitted on other episodes' futures.
+    ``pg.bootstrap_truncated=False`` treats a truncated episode's end like a termination (value 0 after it):
+    right when the time limit is part of the task (a finite horizon), and it avoids the bias of bootstrapping
+    with a baseline fitted on other episodes' futures.
+
+    Args:
+        episodes: One task's episodes.
+        pg: ``gamma``, ``gae_lambda``, ``baseline_reg``, ``normalize_advantages``, ``bootstrap_truncated``.
 
     Returns:
         ``[T, B]`` advantages without gradient.
     """
     with torch.no_grad():
-        values, last_values = LinearFeatureBaseline.fit(episodes, gamma, baseline_reg).predict(episodes)
-        if not bootstrap_truncated:
+        values, last_values = LinearFeatureBaseline.fit(episodes, pg.gamma, pg.baseline_reg).predict(episodes)
+        if not pg.bootstrap_truncated:
             last_values = torch.zeros_like(last_values)
-        adv = gae(episodes.rewards, values, last_values, episodes.mask, episodes.terminated, gamma, lam)
-        return normalize_advantages(adv, episodes.mask) if normalize else adv
+        adv = gae(episodes.rewards, values, last_values, episodes.mask, episodes.terminated, pg.gamma, pg.gae_lambda)
+        return normalize_advantages(adv, episodes.mask) if pg.normalize_advantages else adv
 
 
-def policy_loss(
-    policy,
-    params,
-    episodes: Episodes,
-    gamma: float = 0.99,
-    lam: float = 1.0,
-    baseline_reg: float = 1e-5,
-    normalize: bool = True,
-    entropy_coef: float = 0.0,
-    bootstrap_truncated: bool = True,
-) -> Tensor:
+def policy_loss(policy: Any, params: Mapping[str, Tensor] | None, episodes: Episodes, pg: PGConfig) -> Tensor:
     """REINFORCE-with-baseline surrogate of one task: :func:`reinforce_loss` with :func:`compute_advantages`,
-    minus ``entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it).
+    minus ``pg.entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it).
 
     Differentiable w.r.t. ``params`` (the policy's log-probabilities), including through adapted parameters.
+
+    Args:
+        policy: A policy with ``distribution(obs, params)`` (:mod:`intersection_meta.networks`).
+        params: Parameters to evaluate (None: the policy's own).
+        episodes: One task's episodes.
+        pg: The run config's ``pg`` section, unchanged.
     """
-    adv = compute_advantages(episodes, gamma, lam, baseline_reg, normalize, bootstrap_truncated)
+    adv = compute_advantages(episodes, pg)
     dist = policy.distribution(episodes.obs, params)
     loss = reinforce_loss(dist.log_prob(episodes.actions), adv, episodes.mask)  # [T, B] log-probs
-    if entropy_coef:
-        loss = loss - entropy_coef * masked_mean(dist.entropy(), episodes.mask)
+    if pg.entropy_coef:
+        loss = loss - pg.entropy_coef * masked_mean(dist.entropy(), episodes.mask)
     return loss

@@ -23,7 +23,8 @@ File format (``save_recordings``): one ``np.savez_compressed`` archive, loadable
 (format version and, per recording, its metadata); the arrays of recording ``i`` are stored under
 ``"{i}/{name}"``.
 
-This module imports neither torch nor pygame.
+This module imports neither torch nor pygame; :func:`record_adaptation` (sample-adapt-record, used by the viewer)
+imports torch when it is called.
 """
 
 from __future__ import annotations
@@ -302,6 +303,109 @@ def _record_rgb(env: Any, act: Callable, obs: Any, task: Task, *, seed: int, lab
         frame_step=np.arange(n, dtype=np.int64), frame_time_s=np.arange(n, dtype=np.float64) / fps,
         rgb_frames=np.stack(rgb).astype(np.uint8),
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sample a task, adapt to it, record both policies (torch is imported here, only when called)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def policy_act(policy: Any, params: Any, action_space: Any, *, greedy: bool, seed: int) -> Callable[[Any], Any]:
+    """``act(obs) -> action`` for one env, with the library's sampling (:func:`networks.sample_actions`).
+
+    Args:
+        policy: A functional policy (``policy.distribution(obs[B, D], params)``, see ``networks.py``).
+        params: The parameters to act with (e.g. before or after adaptation).
+        action_space: The env's action space (continuous actions are clipped to it, as in training rollouts).
+        greedy: Take the most likely action (the mean for continuous actions) instead of sampling.
+        seed: Seed of the sampling generator (no global RNG is used).
+    """
+    import torch
+
+    from intersection_meta.networks import sample_actions
+    from intersection_meta.rollout import env_actions
+
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def act(obs: Any) -> Any:
+        with torch.no_grad():
+            dist = policy.distribution(torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1)), params)
+            action = env_actions(sample_actions(dist, generator, deterministic=greedy), action_space)[0]
+        return int(action) if np.ndim(action) == 0 else action
+
+    return act
+
+
+def adaptation_labels(adapt_steps: int) -> tuple[str, str]:
+    """Labels of the two recorded policies: ``("pre-adaptation", "adapted (K steps)")``."""
+    return "pre-adaptation", f"adapted ({adapt_steps} step{'s' if adapt_steps != 1 else ''})"
+
+
+def record_adaptation(
+    checkpoint: Any,
+    *,
+    task_seed: int,
+    task: Task | None = None,
+    scenario: Any = None,
+    adapt_steps: int = 1,
+    episodes: int = 1,
+    greedy: bool = True,
+    backend: str = "auto",
+) -> list[Recording]:
+    """Sample a task, adapt a meta-trained policy to it, and record each episode before and after adaptation.
+
+    The adaptation is the evaluator's (:func:`intersection_meta.adaptation.adapt_to_task`: fresh episodes with the
+    current parameters, one inner step, repeated ``adapt_steps`` times). Then ``episodes`` episodes are recorded on
+    highway-env, each twice from the same reset seed: with the meta-trained parameters and with the adapted ones.
+    Seeds derive from ``task_seed`` only, so the same arguments give the same recordings.
+
+    Args:
+        checkpoint: A loaded :class:`intersection_meta.checkpoint.Checkpoint`.
+        task_seed: Seed of the sampled task, and root of the adaptation and episode seeds.
+        task: A given task (e.g. one logged by a run) instead of a sampled one.
+        scenario: The scenario to sample from (a ``Scenario``); default: the checkpoint's own.
+        adapt_steps: Inner adaptation steps K (0 records the pre-adaptation policy only).
+        episodes: Episodes recorded per policy.
+        greedy: Act with the most likely action instead of sampling.
+        backend: Simulator of the adaptation rollouts (``auto``, ``fast`` or ``highway``); recordings always use
+            highway-env.
+
+    Returns:
+        ``[episode 0 pre, episode 0 adapted, episode 1 pre, ...]`` (only the pre recordings when ``adapt_steps``
+        is 0).
+    """
+    from intersection_meta.adaptation import adapt_to_task, resolve_backend
+    from intersection_meta.envs.factory import make_env
+    from intersection_meta.seeding import derive_seed
+
+    if task is None:
+        task = (scenario or checkpoint.scenario).sample_tasks(1, seed=task_seed)[0]
+    params = adapt_to_task(checkpoint, task, adapt_steps=adapt_steps, seed=derive_seed(task_seed, 1),
+                           backend=resolve_backend(backend, task))
+    pre_label, adapted_label = adaptation_labels(adapt_steps)
+    variants = [(pre_label, params[0])] + ([(adapted_label, params[-1])] if adapt_steps > 0 else [])
+    env = make_env(task, render_mode=None if task.kind == "intersection" else "rgb_array")
+    recordings = []
+    try:
+        for episode in range(episodes):
+            episode_seed = derive_seed(task_seed, 2, episode)
+            for label, variant_params in variants:
+                act = policy_act(checkpoint.policy, variant_params, env.action_space, greedy=greedy, seed=episode_seed)
+                recordings.append(record_episode(env, act, seed=episode_seed, label=label, task=task, episode=episode))
+    finally:
+        if task.kind == "intersection":
+            # gymnasium's CartPole/LunarLander close() calls pygame.quit(), which would close a viewer's own window:
+            # those envs are left to the garbage collector instead.
+            env.close()
+    return recordings
+
+
+def adaptation_changes_outcome(recordings: Sequence[Recording]) -> bool:
+    """Whether some episode ends differently before and after adaptation (e.g. collided -> arrived)."""
+    outcomes: dict[int, set[str]] = {}
+    for rec in recordings:
+        outcomes.setdefault(rec.episode, set()).add(rec.outcome)
+    return any(len(o) > 1 for o in outcomes.values())
 
 
 # ----------------------------------------------------------------------------------------------------------

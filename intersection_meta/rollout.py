@@ -157,6 +157,16 @@ def _info_array(infos: Mapping, key: str, n: int) -> np.ndarray | None:
     return np.where(present, values, np.zeros_like(values))
 
 
+def env_actions(action: Tensor, action_space: gym.Space) -> np.ndarray:
+    """Sampled policy actions as the env takes them: int64 indices, or continuous actions clipped to the bounds.
+
+    The raw (unclipped) sample is what the loss sees; only the env gets the clipped copy.
+    """
+    if isinstance(action_space, gym.spaces.Discrete):
+        return action.numpy().astype(np.int64)
+    return np.clip(action.numpy(), action_space.low, action_space.high).astype(action_space.dtype)
+
+
 @torch.no_grad()
 def collect_episodes(
     vec_env: gym.vector.VectorEnv,
@@ -195,7 +205,6 @@ def collect_episodes(
     mode = _autoreset_mode(vec_env)
     n_envs = vec_env.num_envs
     action_space = vec_env.single_action_space
-    discrete = isinstance(action_space, gym.spaces.Discrete)
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
 
@@ -219,12 +228,7 @@ def collect_episodes(
             break
         dist = policy.distribution(obs, params)
         action = sample_actions(dist, generator, deterministic)
-        if discrete:
-            env_action = action.numpy().astype(np.int64)
-        else:
-            env_action = np.clip(action.numpy(), action_space.low, action_space.high).astype(
-                action_space.dtype
-            )
+        env_action = env_actions(action, action_space)
         next_obs_np, reward, term, trunc, infos = vec_env.step(env_action)
         next_obs = torch.as_tensor(np.asarray(next_obs_np), dtype=torch.float32).reshape(n_envs, -1)
         term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from intersection_meta.resources import scenario_dir
+from intersection_meta.schema import Leaf as _Leaf
+from intersection_meta.schema import LoadError, check_scalar, did_you_mean, is_number, parse_set, read_yaml_file
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import (
     APPROACH_LANE_LENGTH_M,
@@ -45,17 +48,12 @@ from intersection_meta.tasks import (
 
 SCENARIO_VERSION = 1
 KINDS = ("intersection", "cartpole", "lunarlander")
-#: Where named scenarios live: ``<repo>/scenarios/NAME.yaml``.
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+#: Where named scenarios live (``NAME.yaml``): the checkout's ``scenarios/``, or the installed package's copy.
+SCENARIO_DIR = scenario_dir()
 
 
-class ScenarioError(ValueError):
+class ScenarioError(LoadError):
     """A scenario file (or override) is invalid. ``str(err)`` is one line: ``FILE: KEY.PATH: what is wrong``."""
-
-    def __init__(self, source: str, key: str, message: str) -> None:
-        self.source, self.key, self.message = source, key, message
-        where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + message)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -106,7 +104,9 @@ class Choice:
         return self.options[int(rng.integers(len(self.options)))]
 
     def midpoint(self) -> Any:
-        """The medium value of a choice: the middle option for numbers, the first listed option otherwise."""
+        """The medium value of a choice: for numbers the median of the options (the middle one of an odd count,
+        the mean of the two middle ones of an even count, e.g. 7.5 for ``{choice: [5, 7, 8, 10]}``); for
+        categories (entries, intents, drivers) the first listed option."""
         if all(isinstance(o, float) for o in self.options):
             return float(np.median(self.options))
         return self.options[0]
@@ -123,46 +123,6 @@ Param = Fixed | Range | Choice
 
 # ----------------------------------------------------------------------------------------------------
 # Schema: one declarative table per kind. A leaf is a _Leaf; a section is a dict of leaves.
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    """How one key is validated. ``sampled`` keys may be ranges/choices; others must be fixed."""
-
-    type: str  # "float" | "int" | "bool" | "enum" | "str" | "float_pair" | "float_list" | "enum_list"
-    default: Any = None
-    required: bool = False
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    allowed: tuple[Any, ...] = ()
-    sampled: bool = False
-    help: str = ""
-
-    def describe(self) -> str:
-        if self.type == "enum":
-            what = "one of " + ", ".join(map(str, self.allowed))
-        elif self.type == "enum_list":
-            what = "a non-empty list of distinct values from " + ", ".join(map(str, self.allowed))
-        elif self.type in ("float", "int"):
-            lo = "(" if self.low_open else "["
-            hi = ")" if self.high_open else "]"
-            lo_v = "-inf" if self.low is None else f"{self.low:g}"
-            hi_v = "inf" if self.high is None else f"{self.high:g}"
-            what = f"a{'n integer' if self.type == 'int' else ' number'} in {lo}{lo_v}, {hi_v}{hi}"
-        elif self.type == "float_pair":
-            what = "a list [low, high] of two numbers with low < high"
-        elif self.type == "float_list":
-            what = "a non-empty increasing list of numbers"
-        else:
-            what = f"a {self.type}"
-        if self.sampled:
-            if self.type == "enum":
-                what += ", or {choice: [...]} of those"
-            else:
-                what += ", a range [low, high], or {choice: [...]}"
-        return what
 
 
 _SPEED = dict(low=0.0, high=20.0, low_open=True)
@@ -246,16 +206,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _did_you_mean(key: str, allowed: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    tail = f"; allowed keys: {', '.join(allowed)}"
-    return (f" (did you mean '{close[0]}'?)" if close else "") + tail
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -264,39 +214,14 @@ class _Validator:
         return ScenarioError(self.source, key, message)
 
     def scalar(self, key: str, leaf: _Leaf, v: Any) -> Any:
-        bad = self.fail(key, f"got {v!r}; expected {leaf.describe()}")
-        if leaf.type == "bool":
-            if not isinstance(v, bool):
-                raise bad
-            return v
-        if leaf.type == "str":
-            if not isinstance(v, str) or not v.strip():
-                raise bad
-            return v
-        if leaf.type == "enum":
-            if not isinstance(v, str) or v not in leaf.allowed:
-                close = difflib.get_close_matches(str(v), [str(a) for a in leaf.allowed], n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail(key, f"got {v!r}{hint}; expected {leaf.describe()}")
-            return v
-        if leaf.type in ("float", "int"):
-            if not _is_number(v) or (leaf.type == "int" and not isinstance(v, int)):
-                raise bad
-            if isinstance(v, float) and not math.isfinite(v):
-                raise self.fail(key, f"got {v!r} (not finite); expected {leaf.describe()}")
-            too_low = leaf.low is not None and (v <= leaf.low if leaf.low_open else v < leaf.low)
-            too_high = leaf.high is not None and (v >= leaf.high if leaf.high_open else v > leaf.high)
-            if too_low or too_high:
-                raise self.fail(key, f"got {v!r}, out of range; expected {leaf.describe()}")
-            return int(v) if leaf.type == "int" else float(v)
-        raise AssertionError(leaf.type)  # internal: unknown leaf type
+        return check_scalar(self.source, key, leaf, v, ScenarioError)
 
     def leaf(self, key: str, leaf: _Leaf, v: Any) -> Any:
         if leaf.type == "float_pair":
             if not (
                 isinstance(v, list)
                 and len(v) == 2
-                and all(_is_number(x) and math.isfinite(x) for x in v)
+                and all(is_number(x) and math.isfinite(x) for x in v)
                 and v[0] < v[1]
             ):
                 raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
@@ -359,7 +284,7 @@ class _Validator:
             )
         for k in data:
             if k not in schema:
-                raise self.fail(_join(prefix, str(k)), "unknown key" + _did_you_mean(str(k), list(schema)))
+                raise self.fail(_join(prefix, str(k)), "unknown key" + did_you_mean(str(k), list(schema)))
         out: dict[str, Any] = {}
         for k, sub in schema.items():
             path = _join(prefix, k)
@@ -568,14 +493,14 @@ def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[st
     sections = sorted({k.split(".")[0] for k in params})
     for sec, sub in raw.items():
         if sec not in sections:
-            raise v.fail(f"medium_task.{sec}", "unknown key" + _did_you_mean(str(sec), sections))
+            raise v.fail(f"medium_task.{sec}", "unknown key" + did_you_mean(str(sec), sections))
         if not isinstance(sub, dict):
             raise v.fail(f"medium_task.{sec}", f"got {sub!r}; expected a mapping of concrete values")
         keys = [k.split(".", 1)[1] for k in params if k.startswith(sec + ".")]
         for key, value in sub.items():
             dotted = f"{sec}.{key}"
             if dotted not in params:
-                raise v.fail(f"medium_task.{dotted}", "unknown key" + _did_you_mean(str(key), keys))
+                raise v.fail(f"medium_task.{dotted}", "unknown key" + did_you_mean(str(key), keys))
             leaf = SCHEMAS[spec["kind"]][sec][key]
             medium[dotted] = v.scalar(f"medium_task.{dotted}", replace(leaf, sampled=False), value)
     return medium
@@ -653,38 +578,30 @@ def available_scenarios() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file safely; errors become :class:`ScenarioError` naming the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(str(path), "", "no such file") from None
-    except OSError as exc:
-        raise ScenarioError(str(path), "", f"cannot read: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError(str(path), "", f"YAML syntax error at {where}{problem}") from None
+Override = str | tuple[str, Any]
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"other.speed_mps=[6,9]"`` -> ``("other.speed_mps", [6, 9])``; the value is parsed as YAML."""
-    if "=" not in text:
-        raise ScenarioError(f"--set {text}", "", "expected KEY.PATH=VALUE, e.g. --set other.speed_mps=[6,9]")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ScenarioError(f"--set {text}", key, f"cannot parse value {raw!r} as YAML") from None
-    return key, value
+def _parsed(overrides: Sequence[Override]) -> list[tuple[str, str, Any]]:
+    """``(text, key, value)`` per override: ``KEY.PATH=VALUE`` strings are parsed by the one ``--set`` parser
+    (:func:`intersection_meta.schema.parse_set`); parsed ``(key, value)`` pairs pass through."""
+    return [
+        (f"{item[0]}={item[1]!r}", *item) if isinstance(item, tuple) else (item, *parse_set([item], ScenarioError)[0])
+        for item in overrides
+    ]
 
 
-def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
-    """Return a copy of the raw mapping with each ``KEY.PATH=VALUE`` override applied (validated later)."""
+def _describe(overrides: Sequence[Override]) -> str:
+    return " ".join(text for text, _, _ in _parsed(overrides))
+
+
+def apply_overrides(data: Any, overrides: Sequence[Override], source: str) -> Any:
+    """Return a copy of the raw mapping with each override applied (validated later).
+
+    Args:
+        data: A parsed scenario mapping.
+        overrides: ``"KEY.PATH=VALUE"`` strings or already parsed ``(key, value)`` pairs.
+        source: Unused; kept for the callers that pass the file name.
+    """
     if not overrides:
         return data
     if not isinstance(data, dict):
@@ -694,8 +611,7 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
     data = copy.deepcopy(data)
     kind = data.get("kind")
     schema = SCHEMAS.get(kind, _INTERSECTION_SCHEMA)
-    for text in overrides:
-        key, value = parse_override(text)
+    for text, key, value in _parsed(overrides):
         parts = key.split(".")
         node: Any = data
         sub: Any = schema
@@ -703,7 +619,7 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
             where = ".".join(parts[: i + 1])
             if not isinstance(sub, dict) or part not in sub:
                 allowed = list(sub) if isinstance(sub, dict) else []
-                raise ScenarioError(f"--set {text}", where, "unknown key" + _did_you_mean(part, allowed))
+                raise ScenarioError(f"--set {text}", where, "unknown key" + did_you_mean(part, allowed))
             if i == len(parts) - 1:
                 if isinstance(sub[part], dict):
                     raise ScenarioError(
@@ -717,8 +633,9 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
     return data
 
 
-def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
-    """Load and validate a scenario by name (``scenarios/NAME.yaml``) or path, with optional overrides.
+def load_scenario(name_or_path: str | Path, overrides: Sequence[Override] = ()) -> Scenario:
+    """Load and validate a scenario by name (``scenarios/NAME.yaml``) or path, with optional overrides
+    (``"KEY.PATH=VALUE"`` strings or parsed ``(key, value)`` pairs, see :func:`apply_overrides`).
 
     Raises:
         ScenarioError: naming the file, the key path and what is allowed.
@@ -730,11 +647,11 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
             str(name_or_path),
             "",
             "no scenario of that name"
-            + _did_you_mean(str(name_or_path), names).replace("allowed keys", "available"),
+            + did_you_mean(str(name_or_path), names, what="available"),
         )
-    data = read_yaml(path)
+    data = read_yaml_file(path, ScenarioError)
     source = str(path)
     if overrides:
         data = apply_overrides(data, overrides, source)
-        source = f"{path} (with --set {' '.join(overrides)})"
+        source = f"{path} (with --set {_describe(overrides)})"
     return Scenario.from_dict(data, source=source)

@@ -2,8 +2,9 @@
 
 Per meta-iteration ``k`` (seeds derive from ``(run seed, k, phase)``, so results do not depend on workers):
 
-1. *Directed step* (Directed-* only): sample episodes on the scenario's medium task with ``theta`` and move
-   ``theta`` by a first-order step on them (``MetaLearner.directed_update``).
+1. *Directed step* (Directed-* only): sample episodes on the scenario's medium task with ``theta`` (and, for a
+   mode that adapts first, again with the adapted parameters) and move ``theta`` by a first-order step on them
+   (``MetaLearner.directed_update``).
 2. *Sampling*: draw ``meta_batch_size`` tasks; collect ``episodes_per_task`` episodes of each with ``theta``.
 3. *Inner adaptation*: adapt ``theta`` to each task (``inner_steps`` steps on those episodes), then collect
    post-adaptation episodes with each task's adapted parameters (one batched rollout).
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from intersection_meta.adaptation import GroupedPolicy, meta_config, repeat_tasks, resolve_backend
+from intersection_meta.adaptation import GroupedPolicy, repeat_tasks
 from intersection_meta.checkpoint import (
     CheckpointError,
     git_sha,
@@ -40,8 +41,13 @@ from intersection_meta.checkpoint import (
     spaces_to_dict,
 )
 from intersection_meta.config import RunConfig, make_config
-from intersection_meta.envs.factory import make_vector_env, observation_and_action_spaces
-from intersection_meta.meta import make_learner
+from intersection_meta.envs.factory import (
+    make_batch_env,
+    observation_and_action_spaces,
+    resolve_backend,
+    simulator_name,
+)
+from intersection_meta.meta import MetaLearner
 from intersection_meta.networks import build_policy
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
 from intersection_meta.scenario import Scenario, load_scenario
@@ -206,20 +212,59 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
         ]
 
 
+#: The bar line: no description (the command prints what it trains first), so the bar keeps its width.
+PROGRESS_BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it [{elapsed}<{remaining}]"
+
+
+def format_progress_stats(row: dict[str, float]) -> str:
+    """The statistics line under the bar, e.g. ``return -0.13 -> 0.74  success 70%  crash 10%  1.2 s/it``
+    (under 80 columns for any realistic value)."""
+    text = f"return {row['return_pre']:.2f} -> {row['return_post']:.2f}"
+    if not math.isnan(row["success_rate_post"]):
+        text += f"  success {row['success_rate_post']:.0%}  crash {row['collision_rate_post']:.0%}"
+    return text + f"  {row['time_iteration_s']:.1f} s/it"
+
+
+class ProgressBar:
+    """Two lines on stderr: a tqdm bar, and under it the latest iteration's statistics (post-adaptation rates),
+    so neither squeezes the other at 80 columns. The last statistics stay printed under the finished bar."""
+
+    def __init__(self, total: int, initial: int, file: Any = None) -> None:
+        from tqdm import tqdm
+
+        self.file = sys.stderr if file is None else file
+        self.bar = tqdm(
+            total=total, initial=initial, unit="it", file=self.file, dynamic_ncols=True, bar_format=PROGRESS_BAR_FORMAT
+        )
+        self.stats = tqdm(total=0, bar_format="{desc}", file=self.file, position=1, leave=False, dynamic_ncols=True)
+        self.last = ""
+
+    def update(self, row: dict[str, float]) -> None:
+        self.last = format_progress_stats(row)
+        self.stats.set_description_str(self.last)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.stats.close()
+        self.bar.close()
+        if self.last:
+            print(self.last, file=self.file)
+
+
 class Trainer:
     """Holds the run's state (policy, learner, optimiser, scenario) and runs meta-iterations."""
 
     def __init__(self, config: RunConfig, scenario: Scenario | None = None) -> None:
         self.config = config
-        self.scenario = scenario or load_scenario(config.scenario)
-        self.backend = resolve_backend(config.backend, self.scenario.medium_task())
+        self.scenario = scenario or load_scenario(config.train.scenario)
+        self.backend = resolve_backend(config.env.backend, self.scenario.medium_task())  # for the run's records
         probe_task = self.scenario.medium_task()
         self.obs_space, self.act_space = observation_and_action_spaces(probe_task)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
-            torch.manual_seed(derive_seed(config.seed, 0xC0FFEE))
-            self.policy = build_policy(self.obs_space, self.act_space, hidden=config.hidden_sizes)
-        self.learner = make_learner(config.algo, self.policy, meta_config(config))
-        self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.meta_lr)
+            torch.manual_seed(derive_seed(config.train.seed, 0xC0FFEE))
+            self.policy = build_policy(self.obs_space, self.act_space, hidden_sizes=config.policy.hidden_sizes)
+        self.learner = MetaLearner(self.policy, config.meta, config.pg)
+        self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.train.meta_lr)
         self.git_sha = git_sha()  # once per run: a subprocess per checkpoint would cost every iteration
         self.iteration = 0
         self.env_steps = 0
@@ -229,7 +274,7 @@ class Trainer:
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "algo": self.config.algo,
+            "algo": self.config.meta.algo,
             "iteration": self.iteration,
             "policy_state": self.policy.state_dict(),
             "meta_state": self.learner.state_dict(),
@@ -254,16 +299,16 @@ class Trainer:
     def _vector_env(self, tasks: list) -> Any:
         # Built once per batch of slots and reused for the pre- and post-adaptation rollouts: collect_episodes
         # reseeds every sub-env on reset, so construction needs no seed.
-        return make_vector_env(tasks, seed=None, backend=self.backend)
+        return make_batch_env(tasks, self.config.env)
 
     def step(self) -> dict[str, float]:
         """Run one meta-iteration and return its metrics row."""
-        cfg, k, clock = self.config, self.iteration, _Clock()
+        cfg, learner, k, clock = self.config.train, self.learner, self.iteration, _Clock()
         t_start = time.perf_counter()
         steps = 0
         directed_info = {"directed_lr": float("nan"), "directed_step_norm": float("nan")}
 
-        if cfg.directed:
+        if learner.directed is not None:
             medium = [self.scenario.medium_task()] * cfg.directed_episodes
             with clock("sampling"):
                 medium_env = self._vector_env(medium)
@@ -272,9 +317,9 @@ class Trainer:
                     seed_in = derive_seed(cfg.seed, k, _PHASE_DIRECTED_IN)
                     med_in = collect_episodes(medium_env, self.policy, None, seed=seed_in)
                 med_out = None
-                if cfg.directed_mode == "fomaml":
+                if learner.directed.adapt_first:
                     with clock("directed"):
-                        adapted = self.learner.adapt(self.learner.params(), med_in, differentiable=False)
+                        adapted = learner.adapt(learner.params(), med_in, differentiable=False)
                     with clock("sampling"):
                         grouped = GroupedPolicy(self.policy, [adapted], len(medium))
                         seed_out = derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT)
@@ -284,7 +329,7 @@ class Trainer:
                 medium_env.close()
             steps += _env_steps(med_in)
             with clock("directed"):
-                directed_info = self.learner.directed_update(med_in, med_out, iteration=k)
+                directed_info = learner.directed_update(med_in, med_out, iteration=k)
 
         tasks = self.scenario.sample_tasks(cfg.meta_batch_size, seed=derive_seed(cfg.seed, k, _PHASE_TASKS))
         self.last_tasks = tasks
@@ -296,8 +341,8 @@ class Trainer:
                 pre = collect_episodes(vec_env, self.policy, None, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
             pre_by_task = split_by_task(pre, len(tasks))
             with clock("inner"):
-                theta = self.learner.params()
-                adapted = [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
+                theta = learner.params()
+                adapted = [learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
             with clock("sampling"):
                 grouped = GroupedPolicy(self.policy, adapted, cfg.episodes_per_task)
                 post = collect_episodes(vec_env, grouped, None, seed=derive_seed(cfg.seed, k, _PHASE_POST))
@@ -309,10 +354,10 @@ class Trainer:
         with clock("outer"):
             self.optimizer.zero_grad(set_to_none=True)
             batches = list(zip(pre_by_task, post_by_task, strict=True))
-            loss, info = self.learner.outer_loss(self.learner.params(), batches)
+            loss, info = learner.outer_loss(learner.params(), batches)
             loss.backward()
             if cfg.outer_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.learner.meta_parameters(), cfg.outer_grad_clip)
+                torch.nn.utils.clip_grad_norm_(learner.meta_parameters(), cfg.outer_grad_clip)
             self.optimizer.step()
 
         self.iteration += 1
@@ -346,6 +391,7 @@ def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
         {
             "git_sha": trainer.git_sha,
             "backend": trainer.backend,
+            "simulator": simulator_name(trainer.backend, trainer.scenario.medium_task()),
             "run": trainer.config.to_dict(),
             "scenario": trainer.scenario.to_dict(),
         },
@@ -358,7 +404,7 @@ def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
 
 def default_out_dir(config: RunConfig, scenario_name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{scenario_name}__{config.algo}__s{config.seed}__{stamp}"
+    return Path("runs") / f"{scenario_name}__{config.meta.algo}__s{config.train.seed}__{stamp}"
 
 
 def train(
@@ -375,7 +421,7 @@ def train(
     """Meta-train according to ``config`` into ``out_dir`` (created; must be new unless ``resume``).
 
     Args:
-        scenario: the (possibly overridden) scenario; default ``load_scenario(config.scenario)``.
+        scenario: the (possibly overridden) scenario; default ``load_scenario(config.train.scenario)``.
         resume: continue the run in ``out_dir`` from ``checkpoints/last.pt``; its stored config is used
             and must not conflict with ``config`` (only ``iterations`` may be raised).
         stop_after: stop after this many iterations in this call (for tests of interruption); the run stays
@@ -393,11 +439,12 @@ def train(
         except CheckpointError as exc:
             raise TrainError(f"cannot resume: {exc}") from None
         stored = make_config(raw["config"], source=f"{ckpt_path} (config)")
-        config = make_config({"iterations": max(config.iterations, stored.iterations)}, base=stored)
+        iterations = max(config.train.iterations, stored.train.iterations)
+        config = make_config({"train.iterations": iterations}, base=stored)
         trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"))
         trainer.load_state(raw)
     else:
-        scenario = scenario or load_scenario(config.scenario)
+        scenario = scenario or load_scenario(config.train.scenario)
         out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
         if (out_dir / "checkpoints" / "last.pt").exists():
             raise TrainError(
@@ -410,39 +457,23 @@ def train(
     writer = MetricsWriter(out_dir, trainer.iteration, tensorboard=tensorboard)
     task_log = TaskLog(out_dir, trainer.iteration)
     rows: list[dict[str, float]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=config.iterations,
-            initial=trainer.iteration,
-            desc=f"{config.algo} on {trainer.scenario.name}",
-            unit="it",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+    bar = ProgressBar(config.train.iterations, trainer.iteration) if progress else None
     last = out_dir / "checkpoints" / "last.pt"
     try:
         done_here = 0
-        while trainer.iteration < config.iterations and (stop_after is None or done_here < stop_after):
+        while trainer.iteration < config.train.iterations and (stop_after is None or done_here < stop_after):
             row = trainer.step()
             done_here += 1
             writer.write(row)
             task_log.write(trainer.iteration, trainer.last_tasks)
             rows.append(row)
             save_checkpoint(last, trainer.state())
-            if trainer.iteration % config.checkpoint_every == 0 or trainer.iteration == config.iterations:
+            if trainer.iteration % config.train.checkpoint_every == 0 or trainer.iteration == config.train.iterations:
                 save_checkpoint(out_dir / "checkpoints" / f"iter_{trainer.iteration:05d}.pt", trainer.state())
             if on_iteration is not None:
                 on_iteration(row)
             if bar is not None:
-                postfix = {"R_pre": f"{row['return_pre']:.2f}", "R_post": f"{row['return_post']:.2f}"}
-                if not math.isnan(row["success_rate_post"]):
-                    postfix.update(success=f"{row['success_rate_post']:.0%}", crash=f"{row['collision_rate_post']:.0%}")
-                postfix["s/it"] = f"{row['time_iteration_s']:.1f}"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
+                bar.update(row)
     finally:
         if bar is not None:
             bar.close()

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from intersection_meta.meta import ALGORITHMS, MetaConfig, make_learner
+from intersection_meta.config import ConfigError, MetaConfig, PGConfig
+from intersection_meta.meta import MetaLearner
 from intersection_meta.networks import CategoricalMLP, params_of
+from intersection_meta.registry import ALGORITHMS
 from intersection_meta.rollout import collect_episodes, split_by_task
 
 THETA0, C, A = 1.7, -0.4, 0.3
@@ -27,7 +29,7 @@ def quadratic(params, c):
 
 def learner_for(name: str, **cfg):
     module = Scalar(THETA0)
-    return make_learner(name, module, MetaConfig(inner_lr=A, **cfg), loss_fn=quadratic), module
+    return MetaLearner(module, MetaConfig(algo=name, inner_lr=A, **cfg), loss_fn=quadratic), module
 
 
 def meta_grads(name: str, steps: int = 1):
@@ -111,14 +113,23 @@ def test_directed_step_is_pure():
 
 
 def test_unknown_name_lists_valid():
-    with pytest.raises(ValueError, match="maml, fomaml, meta_sgd, directed_maml"):
-        make_learner("reptile", Scalar(0.0))
+    with pytest.raises(ConfigError, match="meta.algo: got 'reptile'; expected one of maml, fomaml, meta_sgd, direct"):
+        MetaConfig(algo="reptile")
 
 
-@pytest.mark.parametrize("bad", [dict(directed_mode="x"), dict(inner_steps=-1), dict(gamma=1.5)])
-def test_config_validation(bad):
-    with pytest.raises(ValueError):
-        MetaConfig(**bad)
+@pytest.mark.parametrize(
+    ("section", "bad"),
+    [
+        (MetaConfig, dict(directed_mode="x")),
+        (MetaConfig, dict(inner_steps=-1)),
+        (MetaConfig, dict(directed_lr_decay=0.0)),
+        (PGConfig, dict(gamma=1.5)),
+    ],
+    ids=["directed_mode", "inner_steps", "directed_lr_decay", "gamma"],
+)
+def test_config_validation(section, bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        section(**bad)
 
 
 def test_meta_parameters_and_state_dict_round_trip():
@@ -145,7 +156,7 @@ def test_every_learner_converges_on_quadratic_family(name):
     opt = torch.optim.SGD(learner.meta_parameters(), lr=0.5)
     initial, _ = learner.outer_loss(learner.params(), [(c, c) for c in centres])
     for it in range(100):
-        if learner.config.directed:
+        if learner.directed is not None:
             learner.directed_update(0.2, 0.2, iteration=it)
         opt.zero_grad()
         loss, _ = learner.outer_loss(learner.params(), [(c, c) for c in centres])
@@ -177,7 +188,7 @@ def _cartpole_batches(learner, n_tasks=2, per_task=3, seed=0):
 def test_policy_gradient_meta_step_reaches_all_meta_parameters(name):
     torch.manual_seed(0)
     policy = CategoricalMLP(4, 2, hidden=(16,))
-    learner = make_learner(name, policy, MetaConfig())
+    learner = MetaLearner(policy, MetaConfig(algo=name, inner_lr=0.1))
     before = {k: v.detach().clone() for k, v in params_of(policy).items()}
     loss, info = learner.outer_loss(learner.params(), _cartpole_batches(learner))
     loss.backward()
@@ -196,7 +207,7 @@ def test_second_order_differs_from_first_order_on_policy():
     for name in ("maml", "fomaml"):
         policy = CategoricalMLP(4, 2, hidden=(16,))
         policy.load_state_dict(base.state_dict())
-        learner = make_learner(name, policy, MetaConfig(inner_lr=0.5))
+        learner = MetaLearner(policy, MetaConfig(algo=name, inner_lr=0.5))
         loss, _ = learner.outer_loss(learner.params(), _cartpole_batches(learner))
         loss.backward()
         results[name] = torch.cat([p.grad.flatten() for p in policy.parameters()])
@@ -219,7 +230,9 @@ def test_gaussian_policy_meta_sgd_and_directed_fomaml_smoke():
 
     torch.manual_seed(0)
     policy = GaussianMLP(3, 1, hidden=(8,))
-    learner = make_learner("directed_meta_sgd", policy, MetaConfig(directed_mode="fomaml", directed_lr=0.05))
+    learner = MetaLearner(
+        policy, MetaConfig(algo="directed_meta_sgd", inner_lr=0.1, directed_mode="fomaml", directed_lr=0.05)
+    )
     medium_in, medium_out = _pendulum_batch(learner, seed=7)
     before = {k: v.detach().clone() for k, v in params_of(policy).items()}
     info = learner.directed_update(medium_in, medium_out, iteration=0)
@@ -252,7 +265,7 @@ def test_maml_improves_cartpole_returns_in_a_few_iterations(one_torch_thread):
 
     inner_env, outer_env = env(n_tasks * per_task), env(per_task)
     policy = CategoricalMLP(4, 2)
-    learner = make_learner("maml", policy, MetaConfig())
+    learner = MetaLearner(policy, MetaConfig(algo="maml", inner_lr=0.1))
     opt = torch.optim.Adam(learner.meta_parameters(), lr=0.01)
     post_returns = []
     for it in range(6):

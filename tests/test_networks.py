@@ -71,9 +71,9 @@ def test_sampling_is_reproducible_and_matches_distribution():
 
 def test_build_policy_picks_by_space():
     box = gym.spaces.Box(-1, 1, shape=(2, 3), dtype=np.float32)
-    cat = build_policy(box, gym.spaces.Discrete(3), hidden=(8,))
+    cat = build_policy(box, gym.spaces.Discrete(3), hidden_sizes=(8,))
     assert isinstance(cat, CategoricalMLP) and cat.obs_dim == 6 and cat.n_actions == 3
-    gauss = build_policy(box, gym.spaces.Box(-2, 2, shape=(2,)), hidden=(8,))
+    gauss = build_policy(box, gym.spaces.Box(-2, 2, shape=(2,)), hidden_sizes=(8,))
     assert isinstance(gauss, GaussianMLP) and gauss.act_dim == 2
     with pytest.raises(ValueError, match="action space"):
         build_policy(box, gym.spaces.MultiDiscrete([2, 2]))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.testing import assert_close
 
+from intersection_meta.config import PGConfig
 from intersection_meta.networks import CategoricalMLP
 from intersection_meta.pg import (
     LinearFeatureBaseline,
@@ -171,7 +174,10 @@ def test_linear_baseline_recovers_exact_linear_value():
     assert_close(values, v, rtol=1e-6, atol=1e-6)
     assert last_values.shape == (n,)
     # A perfect baseline on a terminated episode with lambda = 1 leaves zero advantage.
-    adv = compute_advantages(eps._replace(rewards=eps.rewards), gamma, 1.0, baseline_reg=1e-12, normalize=False)
+    adv = compute_advantages(
+        eps._replace(rewards=eps.rewards),
+        PGConfig(gamma=gamma, gae_lambda=1.0, baseline_reg=1e-12, normalize_advantages=False),
+    )
     assert_close(adv, torch.zeros_like(adv), atol=1e-6, rtol=0)
 
 
@@ -196,8 +202,8 @@ def test_policy_loss_gradient_matches_manual_surrogate():
         actions=actions,
     )
     params = dict(policy.named_parameters())
-    loss = policy_loss(policy, params, eps, gamma=0.9, lam=0.95)
-    adv = compute_advantages(eps, 0.9, 0.95)
+    loss = policy_loss(policy, params, eps, PGConfig(gamma=0.9, gae_lambda=0.95))
+    adv = compute_advantages(eps, PGConfig(gamma=0.9, gae_lambda=0.95))
     manual = -(policy.distribution(obs).log_prob(actions) * adv * eps.mask).sum() / eps.mask.sum()
     assert_close(loss, manual)
     g1 = torch.autograd.grad(loss, list(params.values()))
@@ -216,10 +222,10 @@ def test_entropy_bonus_subtracts_masked_mean_entropy():
     from intersection_meta.rollout import collect_episodes
 
     env = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=15)] * 3)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(8,))
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden_sizes=(8,))
     eps = collect_episodes(env, policy, None, seed=0)
-    plain = policy_loss(policy, None, eps)
-    bonus = policy_loss(policy, None, eps, entropy_coef=0.3)
+    plain = policy_loss(policy, None, eps, PGConfig())
+    bonus = policy_loss(policy, None, eps, PGConfig(entropy_coef=0.3))
     entropy = masked_mean(policy.distribution(eps.obs).entropy(), eps.mask)
     torch.testing.assert_close(bonus, plain - 0.3 * entropy)
 
@@ -248,8 +254,9 @@ def test_no_bootstrap_treats_truncation_like_termination():
     terminated_flags = torch.zeros(horizon, n, dtype=torch.bool)
     terminated_flags[-1] = True
     terminated = truncated._replace(terminated=terminated_flags, truncated=torch.zeros(n, dtype=torch.bool))
-    a = compute_advantages(truncated, 0.9, 0.95, normalize=False, bootstrap_truncated=False)
-    b = compute_advantages(terminated, 0.9, 0.95, normalize=False)
+    pg = PGConfig(gamma=0.9, gae_lambda=0.95, normalize_advantages=False)
+    a = compute_advantages(truncated, replace(pg, bootstrap_truncated=False))
+    b = compute_advantages(terminated, pg)
     torch.testing.assert_close(a, b)
-    c = compute_advantages(truncated, 0.9, 0.95, normalize=False)  # bootstrapping changes the last step
+    c = compute_advantages(truncated, pg)  # bootstrapping changes the last step
     assert not torch.allclose(a[-1], c[-1])

@@ -21,7 +21,7 @@ def cartpole_env(n: int, max_episode_steps: int = 20) -> gym.vector.SyncVectorEn
 def cartpole_episodes() -> Episodes:
     env = cartpole_env(12)
     torch.manual_seed(0)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(8,))
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden_sizes=(8,))
     return collect_episodes(env, policy, None, seed=3)
 
 
@@ -50,7 +50,7 @@ def test_cartpole_episode_structure(cartpole_episodes):
 def test_last_obs_is_the_final_observation():
     """Replaying each sub-env alone with the recorded actions reproduces observations and ``last_obs``."""
     env = cartpole_env(3)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(8,))
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden_sizes=(8,))
     eps = collect_episodes(env, policy, None, seed=11)
     for b in range(3):
         single = gym.make("CartPole-v1", max_episode_steps=20)
@@ -62,7 +62,7 @@ def test_last_obs_is_the_final_observation():
 
 
 def test_same_seed_same_episodes_different_seed_differs():
-    policy = build_policy(cartpole_env(1).single_observation_space, gym.spaces.Discrete(2), hidden=(8,))
+    policy = build_policy(cartpole_env(1).single_observation_space, gym.spaces.Discrete(2), hidden_sizes=(8,))
     a = collect_episodes(cartpole_env(4), policy, None, seed=5)
     b = collect_episodes(cartpole_env(4), policy, None, seed=5)
     c = collect_episodes(cartpole_env(4), policy, None, seed=6)
@@ -72,7 +72,7 @@ def test_same_seed_same_episodes_different_seed_differs():
 
 def test_max_steps_truncates_running_episodes():
     env = cartpole_env(4, max_episode_steps=500)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(8,))
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden_sizes=(8,))
     eps = collect_episodes(env, policy, None, seed=0, max_steps=5, deterministic=True)
     assert eps.horizon <= 5
     assert torch.equal(eps.truncated, eps.lengths == 5)
@@ -80,7 +80,7 @@ def test_max_steps_truncates_running_episodes():
 
 def test_continuous_actions_clipped_for_env_but_stored_raw():
     env = gym.vector.SyncVectorEnv([lambda: gym.make("Pendulum-v1", max_episode_steps=10) for _ in range(3)])
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(8,), init_std=5.0)
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden_sizes=(8,), init_std=5.0)
     eps = collect_episodes(env, policy, None, seed=0)
     assert eps.actions.shape == (10, 3, 1)
     assert eps.actions.abs().max() > 2.0  # raw samples beyond the [-2, 2] bounds are kept
@@ -117,7 +117,7 @@ class _OutcomeEnv(gym.Env):
 
 def test_outcome_infos_and_reward_terms_are_summarised():
     env = gym.vector.SyncVectorEnv([_OutcomeEnv for _ in range(4)])
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(4,))
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden_sizes=(4,))
     eps = collect_episodes(env, policy, None, seed=10)  # seeds 10..13: crash, arrive, crash, arrive
     assert eps.crashed.tolist() == [True, False, True, False]
     assert eps.arrived.tolist() == [False, True, False, True]
@@ -150,7 +150,7 @@ def test_same_step_autoreset_gives_the_same_episodes():
         )
 
     policy = build_policy(
-        make(gym.vector.AutoresetMode.NEXT_STEP).single_observation_space, gym.spaces.Discrete(2), hidden=(8,)
+        make(gym.vector.AutoresetMode.NEXT_STEP).single_observation_space, gym.spaces.Discrete(2), hidden_sizes=(8,)
     )
     a = collect_episodes(make(gym.vector.AutoresetMode.NEXT_STEP), policy, None, seed=2)
     b = collect_episodes(make(gym.vector.AutoresetMode.SAME_STEP), policy, None, seed=2)

@@ -298,7 +298,7 @@ def test_overrides_apply_and_fix_a_task():
     assert a.other_distance_to_stop_m == pytest.approx(8.0 * (40.0 / 8.0 + 0.5))
     with pytest.raises(ScenarioError, match="is a section"):
         load_scenario("yield_left", ["other=3"])
-    with pytest.raises(ScenarioError, match=r"KEY\.PATH=VALUE"):
+    with pytest.raises(ScenarioError, match=r"expected KEY=VALUE"):
         load_scenario("yield_left", ["other.speed_mps"])
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from intersection_meta.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from intersection_meta.config import ALGORITHMS, make_config
+from intersection_meta.config import make_config
+from intersection_meta.registry import ALGORITHMS
 from intersection_meta.scenario import load_scenario
 from intersection_meta.trainer import TIMING_COLUMNS, read_metrics, train
 
@@ -52,7 +53,7 @@ def test_every_algorithm_trains_and_checkpoints(tmp_path: Path, algo: str):
     if "meta_sgd" in algo:
         sizes = ckpt.learner.step_sizes
         assert sizes is not None
-        assert any(not torch.allclose(v, torch.full_like(v, make_config(TINY).inner_lr)) for v in sizes.values())
+        assert any(not torch.allclose(v, torch.full_like(v, make_config(TINY).meta.inner_lr)) for v in sizes.values())
 
 
 def test_checkpoint_round_trip_is_exact_and_weights_only(tmp_path: Path):
@@ -204,11 +205,12 @@ def test_cli_bad_input_is_one_line_exit_2(args, fragment):
 
 
 def test_repeated_set_keys_route_correctly_and_last_wins():
-    from intersection_meta.train import split_overrides
+    from intersection_meta.config import split_overrides
 
-    run, scenario = split_overrides(["meta_lr=0.1", "meta_lr=0.2", "other.speed_mps=[6,9]", "seed=3"])
-    assert run == {"meta_lr": 0.2, "seed": 3}
-    assert scenario == ["other.speed_mps=[6,9]"]
+    items = ["meta_lr=0.1", "train.meta_lr=0.2", "other.speed_mps=[6,9]", "seed=3", "pg.gae_lambda=1e-1"]
+    run, scenario = split_overrides(items)
+    assert run == {"train.meta_lr": 0.2, "train.seed": 3, "pg.gae_lambda": 0.1}
+    assert scenario == [("other.speed_mps", [6, 9])]
 
 
 def test_tasks_are_logged_with_ids_and_can_be_found_again(tmp_path: Path):

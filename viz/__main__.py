@@ -2,6 +2,6 @@
 
 import sys
 
-from viz.replay import main
+from .replay import main
 
 sys.exit(main())

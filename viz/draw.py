@@ -26,6 +26,10 @@ from intersection_meta.recording import Recording
 WORLD_PX = 560
 HUD_PX = 120
 
+#: Labels drawn next to vehicle 0 and vehicle 1, and their distance from the vehicle's centre [px].
+VEHICLE_LABELS = ("ego", "other")
+LABEL_GAP_PX = 10
+
 BACKGROUND = (30, 30, 30)
 HUD_BG = (20, 20, 24)
 TEXT = (235, 235, 235)
@@ -142,6 +146,7 @@ def draw_world(surface: pygame.Surface, rec: Recording, frame: int, camera: Came
             if len(points) > 1:
                 pygame.draw.lines(world, tuple(c // 2 + 60 for c in color), False, points, 2)
     if vehicles:
+        tags, anchors = [], []
         for vehicle_index, color in enumerate(_vehicle_colors(rec)):
             x_m, y_m, heading, speed, present, crashed = rec.frame_states[frame, vehicle_index]
             if present < 0.5:
@@ -149,10 +154,53 @@ def draw_world(surface: pygame.Surface, rec: Recording, frame: int, camera: Came
             vehicle = Vehicle(None, np.array([x_m, y_m]), float(heading), float(speed))
             vehicle.color = CRASH_COLOR if crashed > 0.5 else color
             VehicleGraphics.display(vehicle, world, offscreen=True)
-            tag = _font(16).render("ego" if vehicle_index == 0 else "other", True, TEXT)
-            px, py = world.pos2pix(x_m, y_m)
-            world.blit(tag, (px + 10, py - 18))
+            tags.append(_font(16).render(VEHICLE_LABELS[vehicle_index], True, TEXT))
+            anchors.append(world.pos2pix(x_m, y_m))
+        rects = place_labels(anchors, [tag.get_size() for tag in tags], size)
+        for tag, (x, y, _, _) in zip(tags, rects, strict=True):
+            world.blit(tag, (x, y))
     surface.blit(world, (0, 0))
+
+
+Rect = tuple[int, int, int, int]  # x, y, width, height [px]
+
+
+def rects_overlap(a: Rect, b: Rect) -> bool:
+    """Whether two rectangles share interior pixels (touching edges do not count)."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _label_candidates(anchor: tuple[int, int], size: tuple[int, int]) -> Iterator[Rect]:
+    """Places for a label next to its vehicle, nearest first: the four diagonal corners at growing distances."""
+    (px, py), (w, h) = anchor, size
+    for gap in (LABEL_GAP_PX, 2 * LABEL_GAP_PX, 3 * LABEL_GAP_PX):
+        yield px + gap, py - gap - h, w, h  # above right
+        yield px + gap, py + gap, w, h  # below right
+        yield px - gap - w, py - gap - h, w, h  # above left
+        yield px - gap - w, py + gap, w, h  # below left
+
+
+def place_labels(anchors: Sequence[tuple[int, int]], sizes: Sequence[tuple[int, int]],
+                 bounds: tuple[int, int]) -> list[Rect]:
+    """Rectangles for vehicle labels, in order, that never overlap each other.
+
+    Each label takes the first of its candidate places (:func:`_label_candidates`) that stays inside ``bounds``
+    (width, height; any candidate if none does) and clears every label placed before it. If none clears them
+    (vehicles on top of each other at an edge), it goes right below the lowest label placed so far, which clears
+    them all by construction.
+    """
+    placed: list[Rect] = []
+    for anchor, size in zip(anchors, sizes, strict=True):
+        candidates = list(_label_candidates(anchor, size))
+        pool = [r for r in candidates
+                if r[0] >= 0 and r[1] >= 0 and r[0] + r[2] <= bounds[0] and r[1] + r[3] <= bounds[1]] or candidates
+        free = [r for r in pool if not any(rects_overlap(r, p) for p in placed)]
+        if free:
+            placed.append(free[0])
+        else:  # only possible when something is placed already
+            x, _, w, h = pool[0]
+            placed.append((x, max(p[1] + p[3] for p in placed), w, h))
+    return placed
 
 
 def draw_rgb(surface: pygame.Surface, rec: Recording, frame: int) -> None:
@@ -163,6 +211,11 @@ def draw_rgb(surface: pygame.Surface, rec: Recording, frame: int) -> None:
     scale = min(surface.get_width() / img.get_width(), surface.get_height() / img.get_height())
     img = pygame.transform.smoothscale(img, (int(img.get_width() * scale), int(img.get_height() * scale)))
     surface.blit(img, img.get_rect(center=surface.get_rect().center))
+
+
+def episode_number(episode: int) -> int:
+    """The 1-based episode number shown to users (tabs, HUD, ``--episode``) for a 0-based episode index."""
+    return episode + 1
 
 
 def completed_steps(rec: Recording, frame: int) -> int:
@@ -194,7 +247,8 @@ def hud_lines(rec: Recording, frame: int) -> list[tuple[str, tuple[int, int, int
         task_text = rec.task_value().describe()
     except (TypeError, ValueError):
         task_text = str(rec.task)
-    lines = [(f"{rec.label}   [{rec.scenario}]   result: {rec.outcome}", OUTCOME_COLORS.get(rec.outcome, TEXT))]
+    lines = [(f"episode {episode_number(rec.episode)}: {rec.label}   [{rec.scenario}]   result: {rec.outcome}",
+              OUTCOME_COLORS.get(rec.outcome, TEXT))]
     lines += [(t, DIM_TEXT) for t in _wrap(task_text, 92)]
     timing = f"t {rec.frame_time_s[frame]:5.2f} s   step {step}/{rec.n_steps}   frame {frame + 1}/{rec.n_frames}"
     if rec.kind == "intersection":
@@ -289,12 +343,17 @@ def render_layout(recordings: Sequence[Recording], frame: int, *, world_px: int 
     return np.ascontiguousarray(pygame.surfarray.array3d(surface).swapaxes(0, 1))
 
 
-def iter_layout_frames(recordings: Sequence[Recording], *, stride: int = 1, world_px: int = WORLD_PX,
-                       hud_px: int = HUD_PX) -> Iterator[np.ndarray]:
-    """Every ``stride``-th frame of the layout (always ending on the last frame) as ``[H, W, 3]`` arrays."""
+def layout_frame_indices(recordings: Sequence[Recording], *, stride: int = 1) -> list[int]:
+    """Every ``stride``-th frame index of the layout, always ending on the last frame."""
     n = n_layout_frames(recordings)
     indices = list(range(0, n, max(1, stride)))
     if indices and indices[-1] != n - 1:
         indices.append(n - 1)
-    for frame in indices:
+    return indices
+
+
+def iter_layout_frames(recordings: Sequence[Recording], *, stride: int = 1, world_px: int = WORLD_PX,
+                       hud_px: int = HUD_PX) -> Iterator[np.ndarray]:
+    """The layout at :func:`layout_frame_indices` as ``[H, W, 3]`` arrays."""
+    for frame in layout_frame_indices(recordings, stride=stride):
         yield render_layout(recordings, frame, world_px=world_px, hud_px=hud_px)

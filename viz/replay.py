@@ -1,6 +1,7 @@
 """Interactive replay of recorded episodes, and headless GIF / MP4 / PNG export.
 
-Usage (from the repository root, or through the ``intersection-meta-replay`` console script)::
+Usage (``python -m viz.replay`` from a checkout, or the ``intersection-meta-replay`` console script from any
+install; the installed copy of this folder is ``intersection_meta.viz``)::
 
     python -m viz.replay --recording runs/rec.npz                      # replay a saved file (no torch needed)
     python -m viz.replay --checkpoint ckpt.pt --adapt-steps 3 --episodes 2 --save rec.npz
@@ -8,10 +9,13 @@ Usage (from the repository root, or through the ``intersection-meta-replay`` con
     python -m viz.replay --recording rec.npz --export out.gif           # headless, no window
     python -m viz.replay --recording rec.npz --snapshot out.png --step 4
 
-With ``--checkpoint`` it samples a task from the scenario (``--task-seed``; ``--set`` fixes parameters),
-adapts the meta-trained policy to it (``intersection_meta.adaptation.adapt_to_task``), and records each
-episode twice on the highway-env backend: with the pre-adaptation and with the adapted parameters. The
-two recordings of an episode are shown side by side (``t`` toggles to one at a time).
+With ``--checkpoint`` (a file, a run directory, or a shipped policy by name: ``yield_left``,
+``policies:yield_left_directed_maml``) it samples a task from the scenario (``--task-seed``; ``--set`` fixes
+parameters), adapts the meta-trained policy to it and records each episode twice on the highway-env backend, with
+the pre-adaptation and with the adapted parameters (``intersection_meta.recording.record_adaptation``). The two
+recordings of an episode are shown side by side (``t`` toggles to one at a time). Without ``--task-seed`` it opens
+on a task where adaptation changes the outcome: the one a shipped policy's ``index.yaml`` entry names
+(``showcase``), else the first of a few sampled tasks where the outcomes before and after adaptation differ.
 
 Keys: see :data:`HELP_LINES` (``h`` in the viewer). A frame is one simulation frame (15 Hz for the
 intersection); a *step* is one decision step (1 Hz).
@@ -23,22 +27,38 @@ line and exit with status 2. torch is imported only when ``--checkpoint`` is giv
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from intersection_meta.recording import Recording, RecordingFileError, load_recordings, save_recordings
+from intersection_meta.recording import (
+    Recording,
+    RecordingFileError,
+    adaptation_changes_outcome,
+    load_recordings,
+    record_adaptation,
+    save_recordings,
+)
 
 PROG = "intersection-meta-replay"
 TAB_PX = 28
 SPEEDS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-#: Test hook: comma-separated pygame key names posted one every 10 loop iterations ("wait" posts nothing).
-SCRIPT_ENV = "INTERSECTION_META_REPLAY_KEYS"
+#: Without --task-seed, how many sampled tasks the viewer tries for one where adaptation changes the outcome.
+OPENING_CANDIDATES = 8
+#: Longest wait for an event when nothing moves [ms].
+IDLE_WAIT_MS = 1000
+#: How often a waiting viewer looks for events [s]: the key-press latency. ``pygame.event.wait`` would answer
+#: sooner but polls every millisecond inside pygame-ce (about 2% of a core); sleeping 20 ms between looks costs 0.5%.
+EVENT_POLL_S = 0.02
+#: GIF frame durations are whole centiseconds; the final frame is held this long so the outcome can be read.
+GIF_END_HOLD_S = 1.0
 
 HELP_LINES: tuple[str, ...] = (
     "space        play / pause",
@@ -162,8 +182,15 @@ def tab_rects(state: ViewState) -> list[tuple[int, int, int, int]]:
     return [(4 + i * 96, 3, 92, TAB_PX - 6) for i in range(len(state.episode_ids()))]
 
 
+def tab_titles(state: ViewState) -> list[str]:
+    """Tab texts: ``episode N`` with the same 1-based N as the HUD, the ``1``-``9`` keys and ``--episode``."""
+    from .draw import episode_number
+
+    return [f"episode {episode_number(e)}" for e in state.episode_ids()]
+
+
 def window_size(recordings: Sequence[Recording]) -> tuple[int, int]:
-    from viz.draw import layout_size
+    from .draw import layout_size
 
     panels = max(sum(1 for r in recordings if r.episode == e) for e in {r.episode for r in recordings})
     w, h = layout_size(panels)
@@ -173,15 +200,12 @@ def window_size(recordings: Sequence[Recording]) -> tuple[int, int]:
 def draw_window(surface: Any, state: ViewState) -> None:
     import pygame
 
-    from viz.draw import _font, draw_layout
+    from .draw import _font, draw_layout
 
     surface.fill((12, 12, 14))
-    for i, (rect, episode_id) in enumerate(zip(tab_rects(state), state.episode_ids(), strict=True)):
+    for i, (rect, title) in enumerate(zip(tab_rects(state), tab_titles(state), strict=True)):
         pygame.draw.rect(surface, (70, 110, 170) if i == state.episode else (45, 45, 55), rect, border_radius=4)
-        surface.blit(
-            _font(18).render(f"{i + 1}: episode {episode_id}", True, (235, 235, 235)),
-            (rect[0] + 6, rect[1] + 4),
-        )
+        surface.blit(_font(18).render(title, True, (235, 235, 235)), (rect[0] + 6, rect[1] + 4))
     mode = "side by side" if len(state.shown()) > 1 else state.shown()[0].label
     info = f"{'playing' if state.playing else 'paused'}  {state.speed():g}x  |  {mode}  |  h: help" + (
         f"  |  {state.status}" if state.status else ""
@@ -204,27 +228,44 @@ def draw_window(surface: Any, state: ViewState) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def gif_durations_ms(frame_times_s: Sequence[float], *, end_hold_s: float = GIF_END_HOLD_S) -> list[int]:
+    """Per-frame GIF durations [ms] that start frame ``i`` at ``frame_times_s[i]`` (to the centisecond).
+
+    GIF stores whole centiseconds, so a constant 1/15 s would be written as 60 ms and play 10% fast; rounding the
+    start times instead gives 70, 70, 60, 70, 70, 60, ... ms, which keeps the average exact. The last frame is held
+    ``end_hold_s``. Every duration is at least 20 ms (browsers slow shorter frames down to 100 ms).
+
+    >>> gif_durations_ms([0, 1 / 15, 2 / 15, 3 / 15], end_hold_s=0.5)
+    [70, 60, 70, 500]
+    """
+    starts_cs = np.round(np.asarray(frame_times_s, dtype=float) * 100).astype(np.int64)
+    ends_cs = np.append(starts_cs[1:], starts_cs[-1] + round(end_hold_s * 100))
+    return [int(max(2, d)) * 10 for d in ends_cs - starts_cs]
+
+
 def export_video(path: str | Path, recordings: Sequence[Recording], *, max_fps: float = 15.0) -> int:
     """Write the side-by-side layout of ``recordings`` to ``.gif`` (Pillow) or ``.mp4`` (imageio-ffmpeg).
 
-    Frames are subsampled so the file plays in real time at most ``max_fps``. Returns the frame count.
+    Frames are subsampled so the file plays in real time at most ``max_fps`` (GIF: at most 50 fps, its finest
+    timing). Returns the frame count.
     """
-    from viz.draw import iter_layout_frames
+    from .draw import iter_layout_frames, layout_frame_indices
 
     path = Path(path)
     rate_hz = recordings[0].frame_rate_hz
-    stride = max(1, int(np.ceil(rate_hz / max_fps)))
-    fps = rate_hz / stride
+    gif = path.suffix.lower() == ".gif"
+    stride = max(1, math.ceil(rate_hz / (min(max_fps, 50.0) if gif else max_fps)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
+    if gif:
         from PIL import Image
 
         images = [Image.fromarray(a) for a in iter_layout_frames(recordings, stride=stride)]
+        frame_times_s = [i / rate_hz for i in layout_frame_indices(recordings, stride=stride)]
         images[0].save(
             path,
             save_all=True,
             append_images=images[1:],
-            duration=round(1000 / fps),
+            duration=gif_durations_ms(frame_times_s),
             loop=0,
             optimize=False,
         )
@@ -239,7 +280,7 @@ def export_video(path: str | Path, recordings: Sequence[Recording], *, max_fps: 
         frames = iter_layout_frames(recordings, stride=stride)
         first = next(frames)
         writer = imageio_ffmpeg.write_frames(
-            str(path), (first.shape[1], first.shape[0]), fps=fps, macro_block_size=1, quality=7
+            str(path), (first.shape[1], first.shape[0]), fps=rate_hz / stride, macro_block_size=1, quality=7
         )
         writer.send(None)
         count = 0
@@ -255,7 +296,7 @@ def snapshot(path: str | Path, recordings: Sequence[Recording], step: int | None
     """Save the layout at decision step ``step`` (default: the last) as an image. Returns the frame index."""
     from PIL import Image
 
-    from viz.draw import render_layout
+    from .draw import render_layout
 
     longest = max(recordings, key=lambda r: r.n_frames)
     points = longest.decision_frames()
@@ -274,7 +315,20 @@ def snapshot(path: str | Path, recordings: Sequence[Recording], step: int | None
 
 @dataclass
 class CheckpointSource:
-    """Samples tasks of a scenario, adapts the checkpoint's policy and records pre vs adapted episodes."""
+    """Tasks to show from a checkpoint: each call of :meth:`record_next` samples, adapts and records the next one.
+
+    Attributes:
+        checkpoint: The loaded checkpoint.
+        scenario: The scenario tasks are sampled from.
+        adapt_steps: Inner adaptation steps.
+        episodes: Episodes recorded per policy.
+        backend: Simulator of the adaptation rollouts.
+        greedy: Act with the most likely action.
+        task_seed: Seed of the next sampled task.
+        fixed_task: A task given by ``--task-id``: shown first, then ``n`` samples new tasks as usual.
+        opening_candidates: For the first task only: how many seeds to try for one where adaptation changes the
+            outcome (1 = take the first).
+    """
 
     checkpoint: Any
     scenario: Any
@@ -283,79 +337,34 @@ class CheckpointSource:
     backend: str
     greedy: bool
     task_seed: int
-    log: list[str] = field(default_factory=list)
-    #: A task given by ``--task-id``: replayed first, then ``n`` samples new tasks as usual.
     fixed_task: Any = None
+    opening_candidates: int = 1
 
-    def record_next(self) -> list[Recording]:
-        task, self.fixed_task = self.fixed_task, None
-        recordings = record_checkpoint_task(self, self.task_seed, task)
+    def record(self, task: Any = None) -> list[Recording]:
+        recordings = record_adaptation(
+            self.checkpoint, task_seed=self.task_seed, task=task, scenario=self.scenario,
+            adapt_steps=self.adapt_steps, episodes=self.episodes, greedy=self.greedy, backend=self.backend,
+        )
+        where = "logged by the run" if task is not None else f"seed {self.task_seed}"
+        print(f"task ({where}): {recordings[0].task_value().describe()}", flush=True)
+        for rec in recordings:
+            print(f"  episode {rec.episode + 1} {rec.label:>22}: {rec.outcome:9} return {rec.total_reward:+.2f}",
+                  flush=True)
         self.task_seed += 1
         return recordings
 
-
-def make_policy_act(policy: Any, params: Any, *, greedy: bool, seed: int) -> Any:
-    """``act(obs) -> action`` for a functional policy (``policy.distribution(obs[B, D], params)``)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(int(seed))
-
-    def act(obs: np.ndarray) -> Any:
-        with torch.no_grad():
-            dist = policy.distribution(torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1)), params)
-            if isinstance(dist, torch.distributions.Categorical):
-                probs = dist.probs[0]
-                return int(probs.argmax() if greedy else torch.multinomial(probs, 1, generator=generator)[0])
-            mean = dist.mean[0]
-            if greedy:
-                return mean.numpy()
-            noise = torch.randn(mean.shape, generator=generator)
-            return (mean + dist.stddev[0] * noise).numpy()
-
-    return act
-
-
-def record_checkpoint_task(source: CheckpointSource, task_seed: int, task: Any = None) -> list[Recording]:
-    from intersection_meta.adaptation import adapt_to_task
-    from intersection_meta.envs.factory import make_env
-    from intersection_meta.recording import record_episode
-    from intersection_meta.seeding import derive_seed
-
-    if task is None:
-        task = source.scenario.sample_tasks(1, seed=task_seed)[0]
-        print(f"task (seed {task_seed}): {task.describe()}", flush=True)
-    else:
-        print(f"task {task.task_id} (logged by the run): {task.describe()}", flush=True)
-    params_list = adapt_to_task(
-        source.checkpoint,
-        task,
-        adapt_steps=source.adapt_steps,
-        seed=derive_seed(task_seed, 1),
-        backend=source.backend,
-    )
-    variants = [("pre-adaptation", params_list[0])]
-    if len(params_list) > 1:
-        k = len(params_list) - 1
-        variants.append((f"adapted ({k} step{'s' if k != 1 else ''})", params_list[-1]))
-    env = make_env(task, render_mode=None if task.kind == "intersection" else "rgb_array")
-    recordings = []
-    try:
-        for episode in range(source.episodes):
-            episode_seed = derive_seed(task_seed, 2, episode)
-            for label, params in variants:
-                act = make_policy_act(source.checkpoint.policy, params, greedy=source.greedy, seed=episode_seed)
-                rec = record_episode(env, act, seed=episode_seed, label=label, task=task, episode=episode)
-                print(
-                    f"  episode {episode} {label:>22}: {rec.outcome:9} return {rec.total_reward:+.2f}",
-                    flush=True,
-                )
-                recordings.append(rec)
-    finally:
-        if task.kind == "intersection":
-            # gymnasium's CartPole/LunarLander close() calls pygame.quit(), which would close the viewer's
-            # own window: those envs are left to the garbage collector instead.
-            env.close()
-    return recordings
+    def record_next(self) -> list[Recording]:
+        if self.fixed_task is not None:
+            task, self.fixed_task = self.fixed_task, None
+            return self.record(task)
+        tries, self.opening_candidates = max(1, self.opening_candidates), 1
+        for _ in range(tries):
+            recordings = self.record()
+            if tries == 1 or adaptation_changes_outcome(recordings):
+                return recordings
+        print(f"  (no task among {tries} sampled ones ends differently before and after adaptation; "
+              "showing the last; n: next task)", flush=True)
+        return recordings
 
 
 def _spaces_signature(task: Any) -> tuple:
@@ -365,26 +374,39 @@ def _spaces_signature(task: Any) -> tuple:
     return task.kind, tuple(obs_space.shape), repr(action_space)
 
 
+def _opening_seed(checkpoint_path: str, args: argparse.Namespace) -> tuple[int, int]:
+    """``(first task seed, candidates to try)``: ``--task-seed`` as given, else the shipped policy's showcase
+    task (``policies/index.yaml``), else a search from seed 0 for a task where adaptation changes the outcome."""
+    from intersection_meta.resources import shipped_policy_entry
+
+    if args.task_seed is not None or args.adapt_steps == 0:  # nothing to compare without adaptation
+        return args.task_seed or 0, 1
+    entry = shipped_policy_entry(checkpoint_path) or {}
+    showcase = entry.get("showcase") if not (args.set or args.scenario) else None
+    if isinstance(showcase, dict) and isinstance(showcase.get("task_seed"), int):
+        return showcase["task_seed"], OPENING_CANDIDATES
+    return 0, OPENING_CANDIDATES
+
+
 def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
     try:
-        from intersection_meta.adaptation import adapt_to_task  # noqa: F401
-        from intersection_meta.checkpoint import load_checkpoint
+        from intersection_meta.checkpoint import load_checkpoint, run_dir_of
+        from intersection_meta.cli.options import set_torch_threads
     except ImportError as err:
         raise UsageError(
-            f"--checkpoint needs intersection_meta.checkpoint and intersection_meta.adaptation, "
-            f"which are not available ({err}); replay a saved file with --recording"
+            f"--checkpoint needs torch and intersection_meta.checkpoint, which are not available ({err}); "
+            "replay a saved file with --recording"
         ) from err
     from intersection_meta.scenario import Scenario, ScenarioError, apply_overrides, load_scenario
 
-    path = Path(args.checkpoint)
-    if not path.exists():
-        raise UsageError(f"{path}: no such checkpoint file or run directory")
+    set_torch_threads(1)  # the networks are tiny: more threads only slow the adaptation rollouts down
     try:
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(args.checkpoint)
     except ValueError as err:  # CheckpointError / ScenarioError carry a one-line message naming the file
         raise UsageError(str(err).splitlines()[0]) from err
     except Exception as err:
-        raise UsageError(f"{path}: cannot load checkpoint ({type(err).__name__}: {err})") from err
+        raise UsageError(f"{args.checkpoint}: cannot load checkpoint ({type(err).__name__}: {err})") from err
+    path = checkpoint.path
     trained = checkpoint.scenario
     try:
         if args.scenario:
@@ -405,16 +427,16 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
                 f"({have[0]}, observation {have[1]}, actions {have[2]})"
             )
     fixed_task = None
-    if getattr(args, "task_id", None):
+    if args.task_id:
         from intersection_meta.trainer import find_logged_task
 
-        run_dir = path if path.is_dir() else path.parent.parent
-        fixed_task = find_logged_task(run_dir, args.task_id)
+        run_dir = run_dir_of(args.checkpoint)
+        fixed_task = find_logged_task(run_dir, args.task_id) if run_dir is not None else None
         if fixed_task is None:
-            raise UsageError(
-                f"task {args.task_id} is not in {run_dir / 'tasks.jsonl'} or {run_dir / 'evaluation.json'} (the "
-                "tasks logged by the run that wrote this checkpoint); use --task-seed or --set to choose a task"
-            )
+            where = f"in {run_dir}'s tasks.jsonl or evaluation.json" if run_dir else "logged: not a run's checkpoint"
+            raise UsageError(f"task {args.task_id} is not {where} (the tasks logged by the run that wrote "
+                             "this checkpoint); use --task-seed or --set to choose a task")
+    task_seed, candidates = _opening_seed(path, args)
     return CheckpointSource(
         checkpoint,
         scenario,
@@ -422,8 +444,9 @@ def open_checkpoint_source(args: argparse.Namespace) -> CheckpointSource:
         args.episodes,
         args.backend,
         greedy=not args.sample,
-        task_seed=args.task_seed,
+        task_seed=task_seed,
         fixed_task=fixed_task,
+        opening_candidates=1 if fixed_task is not None else candidates,
     )
 
 
@@ -445,8 +468,40 @@ def check_display() -> None:
         )
 
 
-def run_window(state: ViewState, source: CheckpointSource | None) -> None:
-    """The interactive event loop."""
+def shown_key(state: ViewState) -> tuple:
+    """Everything that changes the picture: the window is redrawn only when this changes."""
+    return (id(state.recordings), state.episode, state.view, round(state.frame), state.playing, state.speed_index,
+            state.show_help, state.status)
+
+
+def wait_ms(state: ViewState) -> int:
+    """How long the loop may wait for events: until the shown frame changes, or :data:`IDLE_WAIT_MS` when paused."""
+    if not state.playing:
+        return IDLE_WAIT_MS
+    frames_per_s = state.shown()[0].frame_rate_hz * state.speed()
+    frames_to_next = math.floor(state.frame + 0.5) + 0.5 - state.frame  # round(frame) changes after this many
+    return max(1, min(IDLE_WAIT_MS, math.ceil(1000 * frames_to_next / frames_per_s)))
+
+
+def wait_for_events(timeout_ms: int) -> list[Any]:
+    """The pending pygame events, sleeping up to ``timeout_ms`` (in steps of :data:`EVENT_POLL_S`) until some come."""
+    import pygame
+
+    deadline_s = time.monotonic() + timeout_ms / 1000
+    while not (events := pygame.event.get()):
+        left_s = deadline_s - time.monotonic()
+        if left_s <= 0:
+            break
+        time.sleep(min(EVENT_POLL_S, left_s))
+    return events
+
+
+def run_window(state: ViewState, source: CheckpointSource | None) -> ViewState:
+    """The interactive event loop; returns the state at exit.
+
+    It sleeps until an event arrives or the next frame is due (:func:`wait_for_events`), and redraws only when
+    :func:`shown_key` changes, so a paused viewer uses next to no CPU.
+    """
     import pygame
 
     pygame.display.init()
@@ -456,18 +511,22 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
     except pygame.error as err:
         raise UsageError(f"cannot open a window ({err}); export instead: --export out.gif") from err
     pygame.display.set_caption(f"{PROG}: {state.recordings[0].scenario}")
-    clock = pygame.time.Clock()
-    script = [k for k in os.environ.get(SCRIPT_ENV, "").split(",") if k]
-    ticks = 0
+    drawn: tuple | None = None
+    last_s = time.monotonic()
     while True:
-        dt_s = clock.tick(60) / 1000.0
-        ticks += 1
-        if script and ticks % 10 == 0 and (name := script.pop(0)) != "wait":
-            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.key.key_code(name), mod=0))
-        for event in pygame.event.get():
+        if shown_key(state) != drawn:
+            draw_window(screen, state)
+            pygame.display.flip()
+            drawn = shown_key(state)
+        events = wait_for_events(wait_ms(state))
+        now_s = time.monotonic()
+        state, last_s = advance(state, now_s - last_s), now_s
+        for event in events:
             command: ViewState | str = state
             if event.type == pygame.QUIT:
                 command = "quit"
+            elif event.type in (pygame.WINDOWEXPOSED, pygame.VIDEOEXPOSE):
+                drawn = None
             elif event.type == pygame.KEYDOWN:
                 command = handle_key(state, pygame.key.name(event.key), shift=bool(event.mod & pygame.KMOD_SHIFT))
             elif event.type == pygame.MOUSEBUTTONDOWN and event.button == 1:
@@ -475,8 +534,8 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
                     if x <= event.pos[0] < x + w and y <= event.pos[1] < y + h:
                         command = select_episode(state, i)
             if command == "quit":
-                pygame.quit()
-                return
+                pygame.display.quit()  # closes the window; fonts stay valid for a caller that draws on
+                return state
             if command == "next_task":
                 if source is None:
                     state = replace(state, status="n needs --checkpoint")
@@ -485,12 +544,9 @@ def run_window(state: ViewState, source: CheckpointSource | None) -> None:
                 pygame.display.flip()
                 state = ViewState(tuple(source.record_next()))
                 screen = pygame.display.set_mode(window_size(state.recordings))
-                clock.tick()
+                last_s = time.monotonic()
                 continue
             state = command
-        state = advance(state, dt_s)
-        draw_window(screen, state)
-        pygame.display.flip()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -506,10 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="keys:\n  " + "\n  ".join(HELP_LINES),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="meta-trained checkpoint (.pt): sample a task, adapt, record, replay")
+    src.add_argument(
+        "--checkpoint",
+        help="meta-trained checkpoint: a .pt file, a run directory, or a shipped policy by name (yield_left, "
+        "policies:yield_left_directed_maml); samples a task, adapts, records and replays",
+    )
     src.add_argument("--recording", help="saved recordings (.npz) to replay; needs no torch and no checkpoint")
     p.add_argument("--scenario", help="scenario name or path (default: the checkpoint's own)")
-    p.add_argument("--task-seed", type=int, default=0, help="seed of the sampled task (n: next seed)")
+    p.add_argument(
+        "--task-seed",
+        type=int,
+        help="seed of the sampled task (n: next seed); default: a task where adaptation changes the outcome",
+    )
     p.add_argument("--task-id", help="replay a task logged by the run (tasks.jsonl, evaluation.json), by its 8-hex ID")
     p.add_argument("--adapt-steps", type=int, default=1, help="inner adaptation steps K")
     p.add_argument(
@@ -522,9 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=1, help="episodes recorded per policy")
     p.add_argument(
         "--backend",
-        choices=("highway", "fast"),
-        default="highway",
-        help="simulator used for the adaptation rollouts (recordings always use highway-env)",
+        choices=("auto", "highway", "fast"),
+        default="auto",
+        help="simulator of the adaptation rollouts (auto: fast where it applies, bit-identical to highway-env); "
+        "recordings always use highway-env",
     )
     p.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely one")
     p.add_argument("--save", help="write the recordings to this .npz")

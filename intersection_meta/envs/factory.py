@@ -21,12 +21,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from intersection_meta.config import EnvConfig
+from intersection_meta.registry import BACKENDS, unknown_name
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import CartPoleTask, IntersectionTask, LunarLanderTask, Task
-
-#: Vector-env backends: "highway" = gymnasium Sync/AsyncVectorEnv of single envs (any task kind);
-#: "fast" = the compiled batched intersection simulator (intersection tasks only).
-BACKENDS: tuple[str, ...] = ("highway", "fast")
 
 _KINDS: tuple[str, ...] = ("intersection", "cartpole", "lunarlander")
 
@@ -103,8 +101,11 @@ def make_vector_env(
     kinds = sorted({t.kind for t in tasks})
     if len(kinds) > 1:
         raise ValueError(f"all tasks of a vector env must have the same kind, got {kinds}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; allowed: {list(BACKENDS)}")
+    if backend not in BACKENDS or not BACKENDS[backend].concrete:
+        raise ValueError(
+            unknown_name("backend", backend, {k: v for k, v in BACKENDS.items() if v.concrete})
+            + " (resolve 'auto' with resolve_backend)"
+        )
     if backend == "fast":
         if kinds[0] != "intersection":
             raise ValueError(f"backend 'fast' simulates intersection tasks only, got kind {kinds[0]!r}")
@@ -121,6 +122,42 @@ def make_vector_env(
     if asynchronous:
         return gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=autoreset)
     return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=autoreset)
+
+
+def resolve_backend(backend: str, task: Task) -> str:
+    """The concrete simulator for tasks like ``task``: ``auto`` picks the fast compiled simulator for
+    intersection tasks (discrete or continuous actions; the same outcomes as highway-env, see
+    benchmarks/fidelity.py), else ``highway`` (a gymnasium vector env of single envs).
+
+    Raises:
+        ValueError: an unknown backend (listing the registry's), or ``fast`` for a task it cannot simulate.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(unknown_name("backend", backend, BACKENDS))
+    fast_ok = task.kind == "intersection"
+    if backend == "fast" and not fast_ok:
+        raise ValueError("the fast backend simulates intersection scenarios only; use highway or auto")
+    if backend == "auto":
+        return "fast" if fast_ok else "highway"
+    return backend
+
+
+def simulator_name(backend: str, task: Task) -> str:
+    """What actually simulates ``task`` on the concrete ``backend``, for report headers (e.g. ``gymnasium
+    CartPole-v1``, never ``highway`` for a CartPole task)."""
+    if backend == "fast":
+        return "fast (compiled batched intersection simulator)"
+    if task.kind == "intersection":
+        from importlib.metadata import version
+
+        return f"highway-env {version('highway-env')}"
+    env_id = {"cartpole": "CartPole-v1", "lunarlander": "LunarLander-v3"}[task.kind]
+    return f"gymnasium {env_id}"
+
+
+def make_batch_env(tasks: Sequence[Task], env: EnvConfig, *, seed: int | None = None) -> gym.vector.VectorEnv:
+    """:func:`make_vector_env` on the run config's ``env`` section (``backend``, resolved for these tasks)."""
+    return make_vector_env(tasks, seed=seed, backend=resolve_backend(env.backend, tasks[0]))
 
 
 def observation_and_action_spaces(task: Task) -> tuple[spaces.Space, spaces.Space]:

@@ -18,11 +18,13 @@ differentiable=False)``. The learner only turns episodes into adapted parameters
 
 One trainer iteration, for every algorithm::
 
-    learner = make_learner(algo, policy, MetaConfig(...))
+    learner = MetaLearner(policy, config.meta, config.pg)           # the run config's sections, unchanged
     optimizer = torch.optim.Adam(learner.meta_parameters(), lr=...)
-    if learner.config.directed:                                     # Directed-* only
+    if learner.directed is not None:                                # Directed-* only
         medium_in = collect(medium_task, learner.params())
-        medium_out = collect(medium_task, learner.adapt(learner.params(), medium_in, differentiable=False))
+        medium_out = None
+        if learner.directed.adapt_first:                            # directed_mode "fomaml"
+            medium_out = collect(medium_task, learner.adapt(learner.params(), medium_in, differentiable=False))
         learner.directed_update(medium_in, medium_out, iteration=it)  # in place on the policy (no_grad)
     theta = learner.params()
     batches = []
@@ -35,7 +37,9 @@ One trainer iteration, for every algorithm::
     loss.backward()
     optimizer.step()
 
-(``medium_out`` is only needed for ``directed_mode="fomaml"``.)
+The algorithm name selects an :class:`~intersection_meta.registry.AlgorithmSpec` (first order or not, learned
+step sizes or not, directed or not) and the directed mode a :class:`~intersection_meta.registry.DirectedModeSpec`;
+both tables live in :mod:`intersection_meta.registry`.
 
 Known simplification, shared with the MAML-RL paper and pytorch-maml-rl: the gradient of the outer loss
 ignores the dependence of the inner-loop sampling distribution on ``theta`` (see ProMP, Rothfuss et al. 2019).
@@ -44,123 +48,19 @@ ignores the dependence of the inner-loop sampling distribution on ``theta`` (see
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from intersection_meta.config import MetaConfig, PGConfig
 from intersection_meta.networks import Params, params_of
 from intersection_meta.pg import policy_loss
+from intersection_meta.registry import ALGORITHMS, DIRECTED_MODES, AlgorithmSpec, DirectedModeSpec
 
 #: ``loss_fn(params, episodes) -> scalar``; ``episodes`` is opaque to the learner (``Episodes`` by default).
 LossFn = Callable[[Mapping[str, Tensor], Any], Tensor]
-
-DIRECTED_MODES: tuple[str, ...] = ("pg", "fomaml")
-
-
-@dataclass(frozen=True)
-class MetaConfig:
-    """Hyper-parameters of the meta-learners. Algorithm flags are set by :func:`make_learner` from the name.
-
-    Attributes:
-        inner_lr: Inner (adaptation) SGD step size ``alpha``; Meta-SGD's initial per-parameter step size.
-        inner_steps: Number ``K`` of inner policy-gradient steps.
-        first_order: Treat inner gradients as constants (FOMAML).
-        learn_inner_lr: Meta-learn a per-parameter step-size tensor (Meta-SGD).
-        directed: Take the directed step on the medium task before each meta-update (Directed-*).
-        directed_lr: Step size ``beta_0`` of the directed step.
-        directed_lr_decay: ``beta_k = beta_0 * directed_lr_decay ** k`` at iteration ``k`` (1.0 = constant).
-        directed_mode: ``"pg"``: plain policy-gradient step on medium-task episodes collected with ``theta``;
-            ``"fomaml"``: adapt on the medium task, then apply the gradient of the post-adaptation loss
-            w.r.t. the adapted parameters to ``theta`` (first order; needs post-adaptation episodes).
-        gamma: Discount factor.
-        gae_lambda: GAE lambda (1.0 = Monte-Carlo returns minus baseline, as in the MAML paper).
-        baseline_reg: Ridge regularisation of the linear feature baseline.
-        normalize_advantages: Normalise advantages per task (masked mean / std).
-        entropy_coef: Weight of the policy-entropy bonus in the default loss (0 = plain REINFORCE).
-        bootstrap_truncated: Bootstrap truncated episodes with the baseline value of their last observation
-            (gymnasium semantics); False treats the time limit as the end of a finite-horizon task.
-    """
-
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    first_order: bool = False
-    learn_inner_lr: bool = False
-    directed: bool = False
-    directed_lr: float = 0.1
-    directed_lr_decay: float = 1.0
-    directed_mode: Literal["pg", "fomaml"] = "pg"
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    baseline_reg: float = 1e-5
-    normalize_advantages: bool = True
-    entropy_coef: float = 0.0
-    bootstrap_truncated: bool = True
-
-    def __post_init__(self) -> None:
-        if self.inner_steps < 0:
-            raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
-        if self.directed_mode not in DIRECTED_MODES:
-            raise ValueError(f"unknown directed_mode {self.directed_mode!r}; allowed: {list(DIRECTED_MODES)}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
-        if self.directed_lr_decay <= 0.0:
-            raise ValueError(f"directed_lr_decay must be positive, got {self.directed_lr_decay}")
-        if self.baseline_reg < 0.0:
-            raise ValueError(f"baseline_reg must be >= 0, got {self.baseline_reg}")
-
-
-@dataclass(frozen=True)
-class AlgorithmSpec:
-    """How an algorithm name maps onto the learner's flags, with its update equation and references."""
-
-    first_order: bool
-    learn_inner_lr: bool
-    directed: bool
-    doc: str = field(repr=False)
-
-
-_MAML_DOC = (
-    "MAML (Finn, Abbeel & Levine 2017, 'Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks', "
-    "ICML): theta <- theta - eta * grad_theta 1/N sum_i L_i^out(theta_i^K(theta)); the outer gradient flows "
-    "through the K inner steps (second order)."
-)
-_FOMAML_DOC = (
-    "First-order MAML (Finn et al. 2017; Nichol, Achiam & Schulman 2018, 'On First-Order Meta-Learning "
-    "Algorithms'): MAML with the inner gradients treated as constants, so the meta-gradient is "
-    "1/N sum_i grad L_i^out evaluated at theta_i^K."
-)
-_META_SGD_DOC = (
-    "Meta-SGD (Li, Zhou, Chen & Li 2017, 'Meta-SGD: Learning to Learn Quickly for Few-Shot Learning'): MAML "
-    "with a per-parameter step size alpha (a tensor shaped like each parameter, initialised at inner_lr), "
-    "meta-learned with theta: theta_i' = theta - alpha (.) grad L_i^in(theta), and "
-    "(theta, alpha) <- (theta, alpha) - eta * grad_(theta, alpha) 1/N sum_i L_i^out(theta_i')."
-)
-_DIRECTED_DOC = (
-    "Directed step (Zhang, Yan & Liu 2025, 'Directed-MAML', arXiv:2510.00212): before each meta-update, a "
-    "first-order step on the scenario's medium task, theta <- theta - beta_k * g_medium (see "
-    "MetaConfig.directed_mode); the trainer then samples the meta-batch with the directed theta and runs "
-    "the meta-update from it."
-)
-
-ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "maml": AlgorithmSpec(first_order=False, learn_inner_lr=False, directed=False, doc=_MAML_DOC),
-    "fomaml": AlgorithmSpec(first_order=True, learn_inner_lr=False, directed=False, doc=_FOMAML_DOC),
-    "meta_sgd": AlgorithmSpec(first_order=False, learn_inner_lr=True, directed=False, doc=_META_SGD_DOC),
-    "directed_maml": AlgorithmSpec(
-        first_order=False, learn_inner_lr=False, directed=True, doc=f"{_DIRECTED_DOC} Then: {_MAML_DOC}"
-    ),
-    "directed_fomaml": AlgorithmSpec(
-        first_order=True, learn_inner_lr=False, directed=True, doc=f"{_DIRECTED_DOC} Then: {_FOMAML_DOC}"
-    ),
-    "directed_meta_sgd": AlgorithmSpec(
-        first_order=False, learn_inner_lr=True, directed=True, doc=f"{_DIRECTED_DOC} Then: {_META_SGD_DOC}"
-    ),
-}
 
 
 def sgd_step(
@@ -198,40 +98,38 @@ def _detached(params: Mapping[str, Tensor]) -> Params:
 
 
 class MetaLearner:
-    """Gradient-based meta-learner covering MAML, FOMAML, Meta-SGD and Directed-* (see :data:`ALGORITHMS`).
+    """Gradient-based meta-learner covering MAML, FOMAML, Meta-SGD and Directed-* (see
+    :data:`intersection_meta.registry.ALGORITHMS`).
 
-    Build it with :func:`make_learner`. The policy module holds ``theta``; Meta-SGD's step sizes live in
-    ``self.step_sizes`` (a dict of ``nn.Parameter`` shaped like each policy parameter, or None).
+    Build it from the run config's sections: ``MetaLearner(policy, config.meta, config.pg)``. The policy module
+    holds ``theta``; Meta-SGD's step sizes live in ``self.step_sizes`` (a dict of ``nn.Parameter`` shaped like
+    each policy parameter, or None).
 
     Args:
         policy: The policy ``nn.Module`` (``theta`` = its parameters).
-        config: Hyper-parameters.
+        meta: The run config's ``meta`` section (``algo`` selects the update rule).
+        pg: The run config's ``pg`` section, handed to the default loss unchanged.
         loss_fn: ``loss_fn(params, episodes) -> scalar`` used for inner, outer and directed losses. Default:
-            the policy-gradient surrogate :func:`intersection_meta.pg.policy_loss` with the config's
-            ``gamma``, ``gae_lambda``, ``baseline_reg`` and ``normalize_advantages``.
-        name: Algorithm name, for ``state_dict`` and messages.
+            the policy-gradient surrogate :func:`intersection_meta.pg.policy_loss` with ``pg``.
+
+    Attributes:
+        spec: The algorithm's flags (``first_order``, ``learn_inner_lr``, ``directed``).
+        directed: The directed-step mode, or None for algorithms without the directed step.
     """
 
     def __init__(
-        self, policy: nn.Module, config: MetaConfig, loss_fn: LossFn | None = None, name: str = "custom"
+        self, policy: nn.Module, meta: MetaConfig, pg: PGConfig | None = None, loss_fn: LossFn | None = None
     ) -> None:
         self.policy = policy
-        self.config = config
-        self.name = name
-        self.loss_fn: LossFn = loss_fn or partial(  # loss_fn(params, episodes)
-            policy_loss,
-            policy,
-            gamma=config.gamma,
-            lam=config.gae_lambda,
-            baseline_reg=config.baseline_reg,
-            normalize=config.normalize_advantages,
-            entropy_coef=config.entropy_coef,
-            bootstrap_truncated=config.bootstrap_truncated,
-        )
+        self.meta = meta
+        self.name = meta.algo
+        self.spec: AlgorithmSpec = ALGORITHMS[meta.algo]
+        self.directed: DirectedModeSpec | None = DIRECTED_MODES[meta.directed_mode] if self.spec.directed else None
+        self.loss_fn: LossFn = loss_fn or partial(policy_loss, policy, pg=pg or PGConfig())  # (params, episodes)
         self.step_sizes: dict[str, nn.Parameter] | None = None
-        if config.learn_inner_lr:
+        if self.spec.learn_inner_lr:
             self.step_sizes = {
-                n: nn.Parameter(torch.full_like(p.detach(), config.inner_lr)) for n, p in policy.named_parameters()
+                n: nn.Parameter(torch.full_like(p.detach(), meta.inner_lr)) for n, p in policy.named_parameters()
             }
 
     # -- parameters ---------------------------------------------------------------------------------------
@@ -246,7 +144,7 @@ class MetaLearner:
 
     def inner_step_sizes(self) -> float | dict[str, Tensor]:
         """``alpha``: the scalar ``inner_lr``, or Meta-SGD's per-parameter tensors."""
-        return self.step_sizes if self.step_sizes is not None else self.config.inner_lr
+        return self.step_sizes if self.step_sizes is not None else self.meta.inner_lr
 
     # -- inner loop -----------------------------------------------------------------------------------------
     def adapt(
@@ -265,15 +163,15 @@ class MetaLearner:
         Args:
             params: Starting parameters (usually :meth:`params`).
             inner_episodes: Data for ``loss_fn``.
-            steps: Number of steps (default ``config.inner_steps``).
+            steps: Number of steps (default ``meta.inner_steps``).
             differentiable: True: the result stays in the autograd graph of ``params`` (and of Meta-SGD's step
-                sizes); second-order unless ``config.first_order``. False: detached tensors, for sampling
+                sizes); second-order unless the algorithm is first order. False: detached tensors, for sampling
                 outer episodes or evaluation.
 
         Returns:
             Adapted parameters (new tensors).
         """
-        steps = self.config.inner_steps if steps is None else int(steps)
+        steps = self.meta.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         alpha = self.inner_step_sizes()
@@ -289,7 +187,7 @@ class MetaLearner:
         with torch.enable_grad():
             for _ in range(steps):
                 loss = self.loss_fn(current, inner_episodes)
-                current = sgd_step(current, loss, alpha, create_graph=not self.config.first_order)
+                current = sgd_step(current, loss, alpha, create_graph=not self.spec.first_order)
         return current
 
     # -- outer loss -----------------------------------------------------------------------------------------
@@ -322,7 +220,7 @@ class MetaLearner:
     # -- directed step ---------------------------------------------------------------------------------------
     def directed_lr(self, iteration: int) -> float:
         """``beta_k = directed_lr * directed_lr_decay ** k``."""
-        return self.config.directed_lr * self.config.directed_lr_decay ** int(iteration)
+        return self.meta.directed_lr * self.meta.directed_lr_decay ** int(iteration)
 
     def directed_step(
         self,
@@ -335,18 +233,21 @@ class MetaLearner:
         """Directed parameters ``theta - beta_k * g_medium`` as new detached tensors (pure; see
         :meth:`directed_update` for the in-place version the trainer uses).
 
-        ``directed_mode="pg"``: ``g = grad L_medium(theta)`` on ``medium_inner_episodes`` (collected with
-        theta).
-        ``directed_mode="fomaml"``: ``theta' = adapt(theta, medium_inner_episodes)`` (first order),
-        ``g = grad_{theta'} L_medium(theta')`` on ``medium_outer_episodes`` (collected with ``theta'``).
+        Without ``adapt_first`` (``directed_mode="pg"``): ``g = grad L_medium(theta)`` on
+        ``medium_inner_episodes`` (collected with theta).
+        With ``adapt_first`` (``directed_mode="fomaml"``): ``theta' = adapt(theta, medium_inner_episodes)`` (first
+        order), ``g = grad_{theta'} L_medium(theta')`` on ``medium_outer_episodes`` (collected with ``theta'``).
 
         Raises:
-            ValueError: in fomaml mode without ``medium_outer_episodes``.
+            ValueError: for an algorithm without the directed step, or in fomaml mode without
+                ``medium_outer_episodes``.
         """
+        if self.directed is None:
+            raise ValueError(f"{self.name} takes no directed step; use a directed_* algorithm")
         beta = self.directed_lr(iteration)
         start = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         with torch.enable_grad():
-            if self.config.directed_mode == "pg":
+            if not self.directed.adapt_first:
                 loss = self.loss_fn(start, medium_inner_episodes)
                 grads = torch.autograd.grad(loss, list(start.values()), allow_unused=True)
             else:
@@ -387,7 +288,6 @@ class MetaLearner:
         """Learner-owned state (the policy's weights are checkpointed through ``policy.state_dict()``)."""
         return {
             "name": self.name,
-            "config": asdict(self.config),
             "step_sizes": None
             if self.step_sizes is None
             else {k: v.detach().clone() for k, v in self.step_sizes.items()},
@@ -414,24 +314,3 @@ class MetaLearner:
                 if v.shape != self.step_sizes[k].shape:
                     raise ValueError(f"step size {k!r}: shape {tuple(v.shape)} vs {tuple(self.step_sizes[k].shape)}")
                 self.step_sizes[k].copy_(v)
-
-
-def make_learner(
-    name: str, policy: nn.Module, config: MetaConfig | None = None, loss_fn: LossFn | None = None
-) -> MetaLearner:
-    """Build the learner ``name`` (one of :data:`ALGORITHMS`); the name sets ``first_order``,
-    ``learn_inner_lr`` and ``directed`` in the config, every other field is kept.
-
-    Raises:
-        ValueError: for an unknown name (the message lists the valid ones).
-    """
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown meta-learner {name!r}; valid: {', '.join(ALGORITHMS)}")
-    spec = ALGORITHMS[name]
-    config = replace(
-        config or MetaConfig(),
-        first_order=spec.first_order,
-        learn_inner_lr=spec.learn_inner_lr,
-        directed=spec.directed,
-    )
-    return MetaLearner(policy, config, loss_fn=loss_fn, name=name)

@@ -1,0 +1,197 @@
+"""Benchmark runner: train (or resume, or skip) every (algorithm, seed) run in its own worker process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from intersection_meta.config import FLAT_KEYS, SECTIONS, RunConfig, make_config
+from intersection_meta.schema import LoadError
+
+
+class BenchError(ValueError):
+    """The benchmark cannot run as requested (bad arguments, a run directory from a different config)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (algorithm, seed) run of the benchmark, as sent to a worker process."""
+
+    algo: str
+    seed: int
+    out_dir: Path
+    config: dict[str, Any]
+    scenario_sets: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    algo: str
+    seed: int
+    status: str  # "done" | "resumed" | "skipped" | "failed"
+    iterations: int = 0
+    wall_time_s: float = float("nan")
+    final_return_post: float = float("nan")
+    error: str = ""
+    elapsed_s: float = 0.0
+
+
+def run_dir_name(algo: str, seed: int) -> str:
+    return f"{algo}__s{seed}"
+
+
+def _flat_known(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"section.key": value}`` of a stored config (sections, or the flat names of older runs): every key of
+    the current config, its default where ``values`` lacks it; keys the config no longer has are dropped."""
+    out = RunConfig().flat()
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            items = [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            items = [(f"{FLAT_KEYS.get(key)}.{key}", value)]
+        for dotted, v in items:
+            if dotted in out:
+                out[dotted] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """Run-config keys (``section.key``, except ``train.iterations``) whose stored value differs from the
+    requested one.
+
+    A key missing from ``stored`` (a run saved before the key existed) counts as its current default, and
+    stored keys the config no longer has are ignored, so adding a field with the old behaviour as default
+    does not invalidate finished runs.
+    """
+    a, b = _flat_known(stored), _flat_known(requested)
+    return sorted(k for k in a if k != "train.iterations" and a[k] != b[k])
+
+
+def load_runs(
+    out: Path, algos: Sequence[str], seeds: Sequence[int], iterations: int | None = None
+) -> dict[tuple[str, int], list[dict[str, float]]]:
+    """Metrics rows of every run present under ``out/runs`` (partial runs included; missing ones omitted).
+
+    Rows after ``iterations`` (a run trained longer earlier) are dropped so every run is compared alike.
+    """
+    from intersection_meta.trainer import read_metrics
+
+    runs = {}
+    for algo in algos:
+        for seed in seeds:
+            path = out / "runs" / run_dir_name(algo, seed) / "metrics.csv"
+            if path.exists():
+                rows = [r for r in read_metrics(path) if iterations is None or r["iteration"] <= iterations]
+                if rows:
+                    runs[(algo, seed)] = rows
+    return runs
+
+
+def run_one(spec: RunSpec) -> RunOutcome:
+    """Train (or resume, or skip) one run; executed in a worker process. Never raises for run errors."""
+    import torch
+
+    torch.set_num_threads(1)
+    from intersection_meta.checkpoint import CheckpointError, load_raw
+    from intersection_meta.bench.report import final_return
+    from intersection_meta.scenario import load_scenario
+    from intersection_meta.trainer import TrainError, read_metrics, train
+
+    t0 = time.perf_counter()
+    config = make_config(spec.config, source="bench")
+    last = spec.out_dir / "checkpoints" / "last.pt"
+    try:
+        scenario = load_scenario(config.train.scenario, list(spec.scenario_sets))
+        if last.exists():
+            raw = load_raw(last)
+            if raw["scenario"] != scenario.to_dict():
+                raise BenchError(
+                    f"{spec.out_dir} holds a run of a different scenario (other --set overrides?); "
+                    "use another --out or delete it"
+                )
+            diff = config_differences(raw["config"], config.to_dict())
+            if diff:
+                raise BenchError(
+                    f"{spec.out_dir} holds a run with a different config (keys {', '.join(diff)}); "
+                    "use another --out or delete it"
+                )
+            if int(raw["iteration"]) >= config.train.iterations:
+                status = "skipped"
+            else:
+                # stop_after: a run stored with more iterations must still stop at this benchmark's count
+                todo = config.train.iterations - int(raw["iteration"])
+                train(config, spec.out_dir, resume=True, progress=False, tensorboard=False, stop_after=todo)
+                status = "resumed"
+        else:
+            train(config, spec.out_dir, progress=False, tensorboard=False, scenario=scenario)
+            status = "done"
+        rows = read_metrics(spec.out_dir / "metrics.csv")
+    except (
+        BenchError,
+        LoadError,
+        TrainError,
+        CheckpointError,
+        OSError,
+        RuntimeError,
+    ) as exc:
+        return RunOutcome(
+            spec.algo,
+            spec.seed,
+            "failed",
+            error=f"{type(exc).__name__}: {exc}",
+            elapsed_s=time.perf_counter() - t0,
+        )
+    return RunOutcome(
+        spec.algo,
+        spec.seed,
+        status,
+        iterations=int(rows[-1]["iteration"]) if rows else 0,
+        wall_time_s=rows[-1]["wall_time_s"] if rows else float("nan"),
+        final_return_post=final_return(rows),
+        elapsed_s=time.perf_counter() - t0,
+    )
+
+
+def run_all(specs: Sequence[RunSpec], jobs: int, log: Any = None) -> list[RunOutcome]:
+    """Run ``specs`` in ``jobs`` fresh worker processes (one process per run, so peak memory is per run).
+
+    Prints one line per finished run with a running count to ``log`` (default: ``sys.stderr``).
+    """
+    log = sys.stderr if log is None else log
+    outcomes: list[RunOutcome] = []
+    total = len(specs)
+    # forkserver: each run forks from a server that has already imported torch (saves ~5 s per run over spawn)
+    # and starts from a clean single-threaded process (plain fork after torch use is unsafe).
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["intersection_meta.trainer"])
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_one, spec): spec for spec in specs}
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # a worker crash (e.g. killed) must not lose the other runs
+                outcome = RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}")
+            outcomes.append(outcome)
+            if outcome.status == "failed":
+                detail = outcome.error
+            else:
+                detail = (
+                    f"{outcome.iterations} it, train time {outcome.wall_time_s:.0f} s, "
+                    f"final return_post {outcome.final_return_post:.1f}"
+                )
+            print(
+                f"[{len(outcomes)}/{total}] {outcome.algo} seed {outcome.seed}: {outcome.status} "
+                f"({detail}; {outcome.elapsed_s:.0f} s here)",
+                file=log,
+                flush=True,
+            )
+    return outcomes

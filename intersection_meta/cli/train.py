@@ -1,0 +1,152 @@
+"""Meta-train a policy: ``python -m intersection_meta.train --scenario yield_left``.
+
+Run-config keys and scenario keys are both set with ``--set KEY=VALUE``: run-config keys by section
+(``--set pg.gae_lambda=0.95``, ``--set train.meta_batch_size=10``; the bare key name works too,
+``--set meta_batch_size=10``), scenario keys by their dotted path (``--set other.speed_mps=[6,9]``).
+``--config run.yaml`` loads run-config sections from a file first. ``--help-config`` lists every run-config key
+with its default and meaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from intersection_meta.cli.options import add_set_argument, add_threads_argument, set_torch_threads
+from intersection_meta.config import RunConfig, config_help, load_config_file, make_config, split_overrides
+from intersection_meta.registry import ALGORITHMS, BACKENDS
+from intersection_meta.schema import LoadError
+
+#: Shortcut flags and the run-config key each sets.
+SHORTCUTS: dict[str, str] = {
+    "scenario": "train.scenario",
+    "algo": "meta.algo",
+    "backend": "env.backend",
+    "iterations": "train.iterations",
+    "seed": "train.seed",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m intersection_meta.train",
+        description=__doc__.splitlines()[0],
+        epilog="Example: python -m intersection_meta.train --scenario yield_left "
+        "--algo directed_maml --set train.iterations=20 --set pg.gae_lambda=0.95",
+    )
+    p.add_argument("--scenario", help="scenario name (scenarios/NAME.yaml) or path (train.scenario)")
+    p.add_argument("--algo", help=f"meta-learner (meta.algo): {', '.join(ALGORITHMS)}")
+    p.add_argument("--backend", help=f"simulator (env.backend): {', '.join(BACKENDS)}")
+    p.add_argument("--iterations", type=int, help="number of meta-iterations (train.iterations)")
+    p.add_argument("--seed", type=int, help="run seed (train.seed)")
+    p.add_argument("--config", help="run-config YAML file (sections and keys as in --help-config)")
+    add_set_argument(p, "override a run-config key (pg.gae_lambda=0.95) or a scenario key (other.speed_mps=[6,9])")
+    p.add_argument("--out", help="run directory (default: runs/SCENARIO__ALGO__sSEED__TIME)")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument("--no-eval", action="store_true", help="skip the final held-out evaluation")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(p)
+    p.add_argument("--help-config", action="store_true", help="list the run-config keys by section and exit")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, list[tuple[str, Any]]]:
+    """The run config (defaults < ``--config`` file < shortcut flags < ``--set``) and the scenario overrides."""
+    config = make_config(load_config_file(args.config), source=args.config) if args.config else RunConfig()
+    flags = {key: getattr(args, flag) for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None}
+    config = make_config(flags, source="command line", base=config)
+    run_sets, scenario_sets = split_overrides(args.set)
+    return make_config(run_sets, source="--set", base=config), scenario_sets
+
+
+def _evaluate(config: RunConfig, ckpt_path: Path, out_dir: Path) -> int | None:
+    """Final held-out evaluation; prints and saves the report. Returns the best measured adaptation steps."""
+    from intersection_meta.checkpoint import load_checkpoint
+    from intersection_meta.evaluate import best_adapt_steps, evaluate_checkpoint, format_report
+
+    print(f"evaluating on {config.train.eval_tasks} held-out tasks ...", file=sys.stderr)
+    report = evaluate_checkpoint(
+        load_checkpoint(ckpt_path),
+        n_tasks=config.train.eval_tasks,
+        adapt_steps=config.meta.inner_steps,
+        seed=config.train.seed,
+        backend=config.env.backend,
+    )
+    print(format_report(report))
+    (out_dir / "evaluation.txt").write_text(format_report(report) + "\n")
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+    crashed = [t["task_id"] for t in report["per_task"] if t.get("collision_rate", 0.0) > 0.5]
+    if crashed:
+        print(
+            f"held-out crossings that still end in a collision after adaptation ({len(crashed)}): "
+            f"{' '.join(crashed[:8])}{' ...' if len(crashed) > 8 else ''}\n"
+            f"  replay one:  python -m viz.replay --checkpoint {ckpt_path} --task-id {crashed[0]}"
+        )
+    return best_adapt_steps(report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.help_config:
+        print(
+            "Run-config keys by section (set with --set SECTION.KEY=VALUE, or in a --config YAML file as\n"
+            "SECTION: {KEY: VALUE}):\n" + config_help()
+        )
+        return 0
+    set_torch_threads(args.threads)
+    from intersection_meta.checkpoint import CheckpointError
+    from intersection_meta.scenario import load_scenario
+    from intersection_meta.trainer import TrainError, train
+
+    try:
+        config, scenario_sets = resolve_config(args)
+        if args.resume:
+            if args.out and Path(args.out) != Path(args.resume):
+                raise TrainError("give either --out or --resume, not both")
+            scenario = None
+        else:
+            scenario = load_scenario(config.train.scenario, scenario_sets)
+        t = config.train
+        print(
+            f"intersection_meta: {config.meta.algo} on {scenario.name if scenario else args.resume} "
+            f"({t.iterations} iterations x {t.meta_batch_size} tasks x {t.episodes_per_task} episodes)",
+            file=sys.stderr,
+        )
+        result = train(
+            config,
+            Path(args.resume or args.out) if (args.resume or args.out) else None,
+            resume=bool(args.resume),
+            progress=not args.quiet,
+            tensorboard=not args.no_tensorboard,
+            scenario=scenario,
+        )
+    except (LoadError, TrainError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        target = args.resume or args.out or "the run directory under runs/"
+        print(
+            f"\ninterrupted; the last completed iteration is saved. Continue with: "
+            f"python -m intersection_meta.train --resume {target}",
+            file=sys.stderr,
+        )
+        return 130
+    ckpt_path = result.checkpoint
+    print(f"\nrun directory: {result.out_dir}\ncheckpoint:    {ckpt_path}")
+    best = None
+    if not args.no_eval and config.train.eval_tasks > 0:
+        best = _evaluate(config, ckpt_path, result.out_dir)
+    steps = f"--adapt-steps {best}" if best is not None else f"--adapt-steps {config.meta.inner_steps}"
+    why = "the best measured above" if best is not None else "the run's meta.inner_steps"
+    print(
+        "\nnext steps:\n"
+        f"  evaluate:  python -m intersection_meta.evaluate --checkpoint {ckpt_path} {steps}   ({why})\n"
+        f"  watch it:  python -m viz.replay --checkpoint {ckpt_path}\n"
+        f"  curves:    tensorboard --logdir {result.out_dir / 'tb'}"
+    )
+    return 0

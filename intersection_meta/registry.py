@@ -1,0 +1,119 @@
+"""The registry: every algorithm, simulator backend and directed-step mode, defined once.
+
+The run config's allowed values, the command lines' ``choices`` and help texts, the learner's flags and every
+"unknown name" error read these tables. Adding an algorithm or a backend is one entry here (plus its code).
+Pure data: importing this module imports no torch and no simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """How an algorithm name maps onto the meta-learner's update rule, with its equation and references.
+
+    Attributes:
+        first_order: Treat inner gradients as constants in the meta-gradient (FOMAML).
+        learn_inner_lr: Meta-learn a per-parameter inner step-size tensor (Meta-SGD).
+        directed: Take the directed step on the scenario's medium task before each meta-update (Directed-*).
+        doc: Update equation and references.
+    """
+
+    first_order: bool
+    learn_inner_lr: bool
+    directed: bool
+    doc: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DirectedModeSpec:
+    """One way of taking the Directed-* step on the medium task.
+
+    Attributes:
+        adapt_first: False: ``g = grad L_medium(theta)`` on episodes collected with ``theta``. True: adapt on
+            those episodes first, ``theta' = adapt(theta)``, and take ``g = grad_theta' L_medium(theta')`` on
+            episodes collected with ``theta'`` (first order), so the trainer samples the medium task twice.
+        doc: One-line description.
+    """
+
+    adapt_first: bool
+    doc: str
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A simulator choice for vector envs. ``auto`` is resolved per task by ``envs.factory.resolve_backend``."""
+
+    concrete: bool
+    doc: str
+
+
+_MAML_DOC = (
+    "MAML (Finn, Abbeel & Levine 2017, 'Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks', "
+    "ICML): theta <- theta - eta * grad_theta 1/N sum_i L_i^out(theta_i^K(theta)); the outer gradient flows "
+    "through the K inner steps (second order)."
+)
+_FOMAML_DOC = (
+    "First-order MAML (Finn et al. 2017; Nichol, Achiam & Schulman 2018, 'On First-Order Meta-Learning "
+    "Algorithms'): MAML with the inner gradients treated as constants, so the meta-gradient is "
+    "1/N sum_i grad L_i^out evaluated at theta_i^K."
+)
+_META_SGD_DOC = (
+    "Meta-SGD (Li, Zhou, Chen & Li 2017, 'Meta-SGD: Learning to Learn Quickly for Few-Shot Learning'): MAML "
+    "with a per-parameter step size alpha (a tensor shaped like each parameter, initialised at inner_lr), "
+    "meta-learned with theta: theta_i' = theta - alpha (.) grad L_i^in(theta), and "
+    "(theta, alpha) <- (theta, alpha) - eta * grad_(theta, alpha) 1/N sum_i L_i^out(theta_i')."
+)
+_DIRECTED_DOC = (
+    "Directed step (Zhang, Yan & Liu 2025, 'Directed-MAML', arXiv:2510.00212): before each meta-update, a "
+    "first-order step on the scenario's medium task, theta <- theta - beta_k * g_medium (see "
+    "meta.directed_mode); the trainer then samples the meta-batch with the directed theta and runs "
+    "the meta-update from it."
+)
+
+#: Meta-learning algorithms by name (the run config's ``meta.algo``).
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    "maml": AlgorithmSpec(first_order=False, learn_inner_lr=False, directed=False, doc=_MAML_DOC),
+    "fomaml": AlgorithmSpec(first_order=True, learn_inner_lr=False, directed=False, doc=_FOMAML_DOC),
+    "meta_sgd": AlgorithmSpec(first_order=False, learn_inner_lr=True, directed=False, doc=_META_SGD_DOC),
+    "directed_maml": AlgorithmSpec(
+        first_order=False, learn_inner_lr=False, directed=True, doc=f"{_DIRECTED_DOC} Then: {_MAML_DOC}"
+    ),
+    "directed_fomaml": AlgorithmSpec(
+        first_order=True, learn_inner_lr=False, directed=True, doc=f"{_DIRECTED_DOC} Then: {_FOMAML_DOC}"
+    ),
+    "directed_meta_sgd": AlgorithmSpec(
+        first_order=False, learn_inner_lr=True, directed=True, doc=f"{_DIRECTED_DOC} Then: {_META_SGD_DOC}"
+    ),
+}
+
+#: Directed-step modes by name (the run config's ``meta.directed_mode``).
+DIRECTED_MODES: dict[str, DirectedModeSpec] = {
+    "pg": DirectedModeSpec(adapt_first=False, doc="plain policy-gradient step on the medium task"),
+    "fomaml": DirectedModeSpec(adapt_first=True, doc="first-order adapt-then-step on the medium task"),
+}
+
+#: Vector-env backends by name (the run config's ``env.backend``).
+BACKENDS: dict[str, BackendSpec] = {
+    "auto": BackendSpec(concrete=False, doc="fast for intersection scenarios, else highway"),
+    "fast": BackendSpec(concrete=True, doc="the compiled (numba) batched intersection simulator"),
+    "highway": BackendSpec(
+        concrete=True, doc="a gymnasium vector env of single envs: highway-env, or gymnasium's CartPole/LunarLander"
+    ),
+}
+
+#: Each directed variant and the base algorithm it is compared against (benchmark reports).
+DIRECTED_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (name, name.removeprefix("directed_"))
+    for name, spec in ALGORITHMS.items()
+    if spec.directed and name.removeprefix("directed_") in ALGORITHMS
+)
+
+
+def unknown_name(kind: str, name: str, table: dict) -> str:
+    """One-line message for an unknown registry name, e.g. ``unknown algorithm 'mamll' (did you mean ...)``."""
+    from intersection_meta.schema import did_you_mean
+
+    return f"unknown {kind} {name!r}" + did_you_mean(name, table, what="valid")
