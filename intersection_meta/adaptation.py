@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from intersection_meta.envs.factory import make_vector_env, resolve_backend
+from intersection_meta.networks import stack_params
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import Task
@@ -32,22 +32,14 @@ class GroupedPolicy:
 
     def __init__(self, policy: Any, params_list: Sequence[Mapping[str, Tensor]], group_size: int) -> None:
         self.policy, self.params_list, self.group_size = policy, list(params_list), int(group_size)
+        full = [{**dict(policy.named_parameters()), **dict(p)} for p in self.params_list]
+        self._stacked = {k: v.detach() for k, v in stack_params(full).items()}  # rollouts take no gradient
 
     def distribution(self, obs: Tensor, params: Any = None) -> Distribution:
-        if obs.shape[0] != len(self.params_list) * self.group_size:
-            raise ValueError(f"expected {len(self.params_list) * self.group_size} observations, got {obs.shape[0]}")
-        dists = [
-            self.policy.distribution(chunk, p)
-            for chunk, p in zip(obs.split(self.group_size), self.params_list, strict=True)
-        ]
-        first = dists[0]
-        if isinstance(first, Categorical):
-            return Categorical(logits=torch.cat([d.logits for d in dists]))
-        if isinstance(first, Independent) and isinstance(first.base_dist, Normal):
-            loc = torch.cat([d.base_dist.loc for d in dists])
-            scale = torch.cat([d.base_dist.scale for d in dists])
-            return Independent(Normal(loc, scale), 1)
-        raise TypeError(f"unsupported distribution {type(first).__name__}")
+        n_groups = len(self.params_list)
+        if obs.shape[0] != n_groups * self.group_size:
+            raise ValueError(f"expected {n_groups * self.group_size} observations, got {obs.shape[0]}")
+        return self.policy.grouped_distribution(obs.reshape(n_groups, self.group_size, -1), self._stacked)
 
 
 def repeat_tasks(tasks: Sequence[Task], episodes_per_task: int) -> list[Task]:

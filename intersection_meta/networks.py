@@ -73,6 +73,25 @@ class _FunctionalPolicy(nn.Module):
             return self(obs)
         return functional_call(self, dict(params), (obs,))
 
+    def grouped_distribution(self, obs: Tensor, stacked: Mapping[str, Tensor]) -> Distribution:
+        """Action distribution with a different parameter set per group, in one batched call.
+
+        Args:
+            obs: ``[K, G, obs_dim]``: ``G`` observations for each of ``K`` parameter sets.
+            stacked: name -> tensor with a leading ``K`` axis (:func:`stack_params` of ``K`` parameter dicts).
+
+        Returns:
+            A distribution with batch shape ``[K * G]`` (group-major), equal to concatenating
+            ``distribution(obs[k], params_k)`` over ``k``.
+        """
+        return self._head(torch.func.vmap(self._grouped_body)(dict(stacked), obs))
+
+    def _grouped_body(self, params: Params, obs: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _head(self, out: Tensor | tuple[Tensor, Tensor]) -> Distribution:
+        raise NotImplementedError
+
 
 class CategoricalMLP(_FunctionalPolicy):
     """MLP policy over ``n_actions`` discrete actions: ``pi(a|s) = softmax(MLP(s))_a``."""
@@ -87,6 +106,12 @@ class CategoricalMLP(_FunctionalPolicy):
 
     def forward(self, obs: Tensor) -> Categorical:
         return Categorical(logits=self.logits_net(obs))
+
+    def _grouped_body(self, params: Params, obs: Tensor) -> Tensor:
+        return functional_call(self.logits_net, _sub_params(params, "logits_net."), (obs,))
+
+    def _head(self, out: Tensor) -> Categorical:  # logits [K, G, n_actions]
+        return Categorical(logits=out.reshape(-1, self.n_actions))
 
 
 class GaussianMLP(_FunctionalPolicy):
@@ -111,6 +136,23 @@ class GaussianMLP(_FunctionalPolicy):
     def forward(self, obs: Tensor) -> Independent:
         mean = self.mean_net(obs)
         return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+
+    def _grouped_body(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
+        mean = functional_call(self.mean_net, _sub_params(params, "mean_net."), (obs,))
+        return mean, params["log_std"].exp().expand_as(mean)
+
+    def _head(self, out: tuple[Tensor, Tensor]) -> Independent:  # mean, std [K, G, act_dim]
+        mean, std = out
+        return Independent(Normal(mean.reshape(-1, self.act_dim), std.reshape(-1, self.act_dim)), 1)
+
+
+def _sub_params(params: Mapping[str, Tensor], prefix: str) -> Params:
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def stack_params(params_list: Sequence[Mapping[str, Tensor]]) -> Params:
+    """``K`` parameter dicts with the same names -> one dict of tensors with a leading ``K`` axis."""
+    return {name: torch.stack([p[name] for p in params_list]) for name in params_list[0]}
 
 
 def sample_actions(

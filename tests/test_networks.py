@@ -81,3 +81,24 @@ def test_build_policy_picks_by_space():
         build_policy(gym.spaces.Discrete(4), gym.spaces.Discrete(2))
     with pytest.raises(ValueError, match="activation"):
         CategoricalMLP(2, 2, activation="sigmoidish")
+
+
+@pytest.mark.parametrize("kind", ["categorical", "gaussian"])
+def test_grouped_distribution_equals_one_call_per_parameter_set(kind):
+    """``GroupedPolicy`` evaluates K parameter sets in one batched call; it must match K separate calls."""
+    from intersection_meta.adaptation import GroupedPolicy
+
+    torch.manual_seed(0)
+    policy = CategoricalMLP(6, 3) if kind == "categorical" else GaussianMLP(6, 2)
+    params = [{k: v.detach() + 0.1 * torch.randn_like(v) for k, v in policy.named_parameters()} for _ in range(4)]
+    obs = torch.randn(4 * 5, 6)
+    with torch.no_grad():
+        grouped = GroupedPolicy(policy, params, group_size=5).distribution(obs)
+        separate = [policy.distribution(chunk, p) for chunk, p in zip(obs.split(5), params, strict=True)]
+    if kind == "categorical":
+        assert torch.equal(grouped.logits, torch.cat([d.logits for d in separate]))
+    else:
+        torch.testing.assert_close(grouped.base_dist.loc, torch.cat([d.base_dist.loc for d in separate]))
+        torch.testing.assert_close(grouped.base_dist.scale, torch.cat([d.base_dist.scale for d in separate]))
+    with pytest.raises(ValueError, match="expected 20 observations"):
+        GroupedPolicy(policy, params, group_size=5).distribution(obs[:7])
