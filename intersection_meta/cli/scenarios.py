@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from intersection_meta.cli.options import add_set_argument
+from intersection_meta.schema import parse_yaml
 from intersection_meta.scenario import (
     SCENARIO_DIR,
     ScenarioError,
@@ -21,6 +22,9 @@ from intersection_meta.scenario import (
     scenario_path,
 )
 from intersection_meta.tasks import sampled_parameters
+
+#: Draws used by ``validate`` to estimate a scenario's acceptance rate.
+ACCEPTANCE_DRAWS = 2000
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -45,7 +49,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(f"# {s.source}, resolved")
         print(s.to_yaml(), end="")
     else:
-        print(scenario_path(args.name).read_text(encoding="utf-8"), end="")
+        text = scenario_path(args.name).read_text(encoding="utf-8")
+        print(text, end="")
+        if "extends" in (parse_yaml(text) or {}):
+            print("# (this file extends another; `show --resolved` prints the merged scenario)")
     return 0
 
 
@@ -54,9 +61,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             s = load_scenario(path, args.set)
+            estimate = s.acceptance(ACCEPTANCE_DRAWS)
+            if estimate.accepted == 0:
+                worst = max(estimate.rejected, key=estimate.rejected.__getitem__)
+                raise ScenarioError(s.source, worst, f"no draw out of {ACCEPTANCE_DRAWS} satisfied the constraints")
             print(
                 f"ok: {path} ({s.kind}, {len([1 for p in s.sampled_keys().values() if len(p.values()) > 1])} "
-                "sampled keys)"
+                f"sampled keys, {len(s.constraints)} constraints; estimated {estimate.describe()})"
             )
         except ScenarioError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -66,14 +77,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     s = load_scenario(args.name, args.set)
-    tasks = s.sample_tasks(args.n, seed=args.seed)
+    sample = s.sample_with_stats(args.n, seed=args.seed)
     if args.json:
-        print(json.dumps([{"task_id": t.task_id, **sampled_parameters(t)} for t in tasks], indent=2))
+        print(json.dumps([{"task_id": t.task_id, **sampled_parameters(t)} for t in sample.tasks], indent=2))
+        print(f"# {s.name}: {sample.describe()}", file=sys.stderr)
     else:
         print(f"# {s.name}: {args.n} tasks, seed {args.seed}")
-        for t in tasks:
+        for t in sample.tasks:
             print(t.describe())
         print(f"# medium task: {s.medium_task().describe()}")
+        print(f"# {sample.describe()}")
     return 0
 
 
