@@ -556,15 +556,8 @@ class Scenario:
             )
             return IntersectionTask(
                 scenario=self.name,
-                ego_entry=values["ego.entry"],
-                ego_intent=values["ego.intent"],
-                ego_speed_mps=float(values["ego.speed_mps"]),
-                ego_distance_to_stop_m=float(values["ego.distance_to_stop_m"]),
-                other_entry=values["other.entry"],
-                other_intent=values["other.intent"],
-                other_driver=values["other.driver"],
-                other_speed_mps=float(values["other.speed_mps"]),
-                time_gap_s=float(values["other.time_gap_s"]),
+                **{f: values[k] if isinstance(values[k], str) else float(values[k])
+                   for k, f in INTERSECTION_TASK_FIELDS.items()},
                 settings=settings,
             )
         if self.kind == "cartpole":
@@ -580,6 +573,11 @@ class Scenario:
             continuous=s["action"]["continuous"],
             max_episode_steps=s["episode"]["max_steps"],
         )
+
+    def task_values(self, task: Task) -> dict[str, Any]:
+        """The sampled keys' values (dotted key -> value) that give ``task``: the inverse of
+        :meth:`task_from_values` (e.g. for reports by parameter, or ``--set`` lines that pin one task)."""
+        return {k: getattr(task, task_field(self.kind, k)) for k in self.sampled_keys()}
 
     # ---- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -602,6 +600,26 @@ class Scenario:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+#: Sampled key of an intersection scenario -> field of :class:`IntersectionTask`.
+INTERSECTION_TASK_FIELDS: dict[str, str] = {
+    "ego.entry": "ego_entry",
+    "ego.intent": "ego_intent",
+    "ego.speed_mps": "ego_speed_mps",
+    "ego.distance_to_stop_m": "ego_distance_to_stop_m",
+    "other.entry": "other_entry",
+    "other.intent": "other_intent",
+    "other.driver": "other_driver",
+    "other.speed_mps": "other_speed_mps",
+    "other.time_gap_s": "time_gap_s",
+}
+
+
+def task_field(kind: str, key: str) -> str:
+    """The task field a sampled key sets: ``other.time_gap_s`` -> ``time_gap_s``, ``physics.force_n`` ->
+    ``force_n``."""
+    return INTERSECTION_TASK_FIELDS[key] if kind == "intersection" else key.split(".", 1)[1]
 
 
 def _walk_params(spec: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Param]]:

@@ -1,4 +1,4 @@
-"""Command line for scenario files: ``python -m intersection_meta.scenarios list | show | validate | sample``.
+"""Command line for scenario files: ``python -m intersection_meta.scenarios list | show | validate | sample | preview``.
 
 Errors in scenario files print one line naming the file, the key path and what is allowed, and exit with 2.
 ``show NAME`` prints the file as written; with ``--resolved`` or ``--set`` it prints the validated scenario with
@@ -90,6 +90,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    s = load_scenario(args.name, args.set)
+    if s.kind != "intersection":
+        raise ScenarioError(s.source, "kind", f"preview draws intersection scenarios; this one is {s.kind}")
+    if args.n < 1:
+        raise ScenarioError(f"-n {args.n}", "", "expected at least 1 task")
+    from intersection_meta.preview import render_preview, save_png
+
+    sample = s.sample_with_stats(args.n, seed=args.seed)
+    out = save_png(render_preview(sample.tasks, columns=args.columns), args.out)
+    print(f"wrote {out}: {args.n} tasks of {s.name} (seed {args.seed}); {sample.describe()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m intersection_meta.scenarios", description=__doc__.splitlines()[0]
@@ -118,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
     sp.set_defaults(fn=_cmd_sample)
+    sp = with_set(sub.add_parser("preview", help="draw sampled tasks (start, routes, conflict-zone arrival) as a PNG"))
+    sp.add_argument("name", help="scenario name or path (intersection)")
+    sp.add_argument("-n", type=int, default=16, help="number of tasks (default 16)")
+    sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sp.add_argument("--columns", type=int, default=4, help="panels per row (default 4)")
+    sp.add_argument("--out", default="preview.png", help="PNG file to write (default preview.png)")
+    sp.set_defaults(fn=_cmd_preview)
     return p
 
 
