@@ -51,7 +51,6 @@ from intersection_meta.tasks import (
     LunarLanderTask,
     RewardWeights,
     Task,
-    other_distance_to_stop_m,
 )
 
 SCENARIO_VERSION = 1
