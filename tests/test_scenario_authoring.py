@@ -236,3 +236,13 @@ def test_normal_distribution_is_clipped_and_has_the_right_moments():
     assert len(inside) / len(gaps) == pytest.approx(0.683, abs=0.03)
     again = Scenario.from_dict(yaml.safe_load(s.to_yaml()), source="again")
     assert again.spec == s.spec
+
+
+def test_readme_example_loads_with_the_closed_form_acceptance_rate():
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "yield_left_close_gaps.yaml"
+    s = load_scenario(path)
+    assert s.name == "yield_left_close_gaps" and s.spec["reward"]["collision_reward"] == -10.0  # yield_left's
+    # gap ~ U(-6, 6) and |gap| < 1: 1/6; the lane constraint never binds here (12 * (45 / 8 + 1) < 100 m)
+    assert s.acceptance(n_draws=6000, seed=0).acceptance_rate == pytest.approx(1 / 6, abs=0.02)
+    for t in s.sample_tasks(40, seed=2):
+        assert abs(t.time_gap_s) < 1.0 and 4.0 <= t.other_speed_mps <= 12.0
