@@ -110,7 +110,7 @@ def compile_expr(text: str, key_types: Mapping[str, str]) -> Expr:
     except (RecursionError, MemoryError, ValueError):
         raise ExprError("expression is too deeply nested") from None
     offset = len(text) - len(text.lstrip())
-    compiler = _Compiler(dict(key_types), offset)
+    compiler = _Compiler(dict(key_types), offset, text.strip())
     try:
         fn, kind = compiler.node(tree.body)
     except RecursionError:
@@ -126,11 +126,18 @@ _NAMES = {NUM: "number", STR: "string", BOOL: "boolean"}
 class _Compiler:
     """Turns a whitelisted AST into nested closures ``values -> result``, checking types on the way."""
 
-    def __init__(self, key_types: dict[str, str], offset: int) -> None:
-        self.key_types, self.offset, self.used = key_types, offset, set()
+    def __init__(self, key_types: dict[str, str], offset: int, text: str) -> None:
+        self.key_types, self.offset, self.text, self.used = key_types, offset, text, set()
 
     def fail(self, node: ast.AST, message: str) -> ExprError:
         return ExprError(message, getattr(node, "col_offset", 0) + self.offset + 1)
+
+    def fail_after(self, operand: ast.AST, message: str) -> ExprError:
+        """An error at the operator that follows ``operand`` (the first non-blank, non-')' character after it)."""
+        i = operand.end_col_offset or 0
+        while i < len(self.text) and self.text[i] in " )":
+            i += 1
+        return ExprError(message, i + self.offset + 1)
 
     def node(self, node: ast.AST) -> tuple[_Eval, str]:
         method = getattr(self, "_" + type(node).__name__, None)
@@ -185,8 +192,8 @@ class _Compiler:
     def _BinOp(self, node: ast.BinOp) -> tuple[_Eval, str]:
         op = _ARITH.get(type(node.op))
         if op is None:
-            raise self.fail(node, f"the operator {_OP_TEXT.get(type(node.op), type(node.op).__name__)} is not "
-                                  f"allowed; allowed: {ALLOWED}")
+            raise self.fail_after(node.left, f"the operator {_OP_TEXT.get(type(node.op), type(node.op).__name__)} "
+                                             f"is not allowed; allowed: {ALLOWED}")
         a = self.typed(node.left, NUM, "arithmetic")
         b = self.typed(node.right, NUM, "arithmetic")
         if op is operator.truediv:
@@ -213,13 +220,15 @@ class _Compiler:
         ops = []
         for i, op_node in enumerate(node.ops):
             op = _COMPARE.get(type(op_node))
+            where = (node.left, *node.comparators)[i]
             if op is None:
-                raise self.fail(node, f"the comparison {type(op_node).__name__} is not allowed; allowed: {ALLOWED}")
+                raise self.fail_after(where, f"the comparison {type(op_node).__name__} is not allowed; "
+                                             f"allowed: {ALLOWED}")
             (_, left), (_, right) = operands[i], operands[i + 1]
             if left != right or left == BOOL:
-                raise self.fail(node, f"cannot compare a {_NAMES[left]} with a {_NAMES[right]}")
+                raise self.fail_after(where, f"cannot compare a {_NAMES[left]} with a {_NAMES[right]}")
             if left == STR and op not in (operator.eq, operator.ne):
-                raise self.fail(node, "strings compare only with == or !=")
+                raise self.fail_after(where, "strings compare only with == or !=")
             ops.append(op)
         fns = [f for f, _ in operands]
 

@@ -284,6 +284,8 @@ class _Validator:
                 raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
             return [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
         if leaf.type == "require":
+            if v is None:  # `require:` with nothing under it
+                return []
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise self.fail(key, f"got {v!r}; expected a list of constraint strings, e.g. "
                                      "[\"abs(other.time_gap_s) > 0.3\"]")
