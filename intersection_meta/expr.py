@@ -232,9 +232,14 @@ class _Compiler:
             ops.append(op)
         fns = [f for f, _ in operands]
 
-        def compare(env: Env) -> bool:
-            values = [f(env) for f in fns]
-            return all(op(values[i], values[i + 1]) for i, op in enumerate(ops))
+        def compare(env: Env) -> bool:  # lazy, like Python: ``a < b < c`` stops at the first false link
+            left = fns[0](env)
+            for op, f in zip(ops, fns[1:], strict=True):
+                right = f(env)
+                if not op(left, right):
+                    return False
+                left = right
+            return True
 
         return compare, BOOL
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from intersection_meta.expr import MAX_EXPR_CHARS, ExprError, compile_expr
 
@@ -94,3 +96,70 @@ def test_division_by_zero_is_an_error_with_its_column():
     expr = compile_expr("1 / (other.speed_mps - 8) > 0", TYPES)
     with pytest.raises(ExprError, match="column 1: division by zero"):
         expr.evaluate(VALUES)
+
+
+# ---- property tests: the evaluator agrees with Python on every expression of the grammar --------------------
+
+KEYS = {"a": "num", "b": "num", "c": "num"}
+_numbers = st.one_of(st.sampled_from(["a", "b", "c"]),
+                     st.integers(0, 9).map(str), st.sampled_from(["0.5", "2.25", "1e-3", "3."]))
+
+
+def _arith(children):
+    return st.one_of(
+        st.tuples(children, st.sampled_from(["+", "-", "*", "/"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        children.map(lambda x: f"-{x}"),
+        children.map(lambda x: f"abs({x})"),
+        st.lists(children, min_size=2, max_size=3).flatmap(
+            lambda xs: st.sampled_from(["min", "max"]).map(lambda f: f"{f}({', '.join(xs)})")),
+    )
+
+
+_num_expr = st.recursive(_numbers, _arith, max_leaves=6)
+_comparison = st.tuples(_num_expr, st.lists(st.tuples(st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), _num_expr),
+                                            min_size=1, max_size=2)).map(
+    lambda t: t[0] + "".join(f" {op} {x}" for op, x in t[1]))
+
+
+def _logic(children):
+    return st.one_of(
+        st.tuples(children, st.sampled_from(["and", "or"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        children.map(lambda x: f"not {x}"),
+    )
+
+
+_bool_expr = st.recursive(_comparison, _logic, max_leaves=4)
+_values = st.fixed_dictionaries({k: st.sampled_from([-2.0, -0.5, 0.0, 1.0, 3.0]) for k in KEYS})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_bool_expr, _values)
+def test_grammar_expressions_evaluate_exactly_as_python_does(text: str, values: dict):
+    expr = compile_expr(text, KEYS)
+    try:
+        expected = eval(text, {"__builtins__": {"abs": abs, "min": min, "max": max}}, dict(values))  # test oracle
+    except ZeroDivisionError:
+        with pytest.raises(ExprError, match="division by zero"):
+            expr.evaluate(values)
+        return
+    assert expr.evaluate(values) is bool(expected)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec="ascii"), max_size=60))
+def test_any_text_compiles_or_gives_a_one_line_expr_error(text: str):
+    try:
+        expr = compile_expr(text, KEYS)
+    except ExprError as exc:
+        assert "\n" not in str(exc)
+        return
+    try:
+        assert expr.evaluate({"a": 1.0, "b": 2.0, "c": 0.0}) in (True, False)
+    except ExprError as exc:
+        assert "division by zero" in str(exc)
+
+
+def test_chains_and_logic_short_circuit_like_python():
+    assert compile_expr("a > 1 < a / b", KEYS).evaluate({"a": 0.0, "b": 0.0, "c": 0.0}) is False
+    assert compile_expr("a == 0 or a / b > 1", KEYS).evaluate({"a": 0.0, "b": 0.0, "c": 0.0}) is True
+    assert compile_expr("a != 0 and a / b > 1", KEYS).evaluate({"a": 0.0, "b": 0.0, "c": 0.0}) is False
