@@ -9,6 +9,8 @@ task, the outcomes after the last adaptation step) this writes:
   worst tasks with the command that replays each;
 - ``overview.png`` and one ``param_<key>.png`` per parameter: the histogram of the sampled values with the success
   and collision rate per bin;
+- ``pairs.png`` (with two or more numeric parameters): every task in the plane of each pair of numeric parameters,
+  coloured by its collision rate, so a failure region that needs two parameters to describe shows too;
 - ``tasks.csv``: one row per task (its sampled values and outcomes).
 
 Numeric parameters are binned over their whole sampled range (``bins`` equal bins); choices get one bin per option.
@@ -136,7 +138,10 @@ def write_failure_report(report: Mapping[str, Any], scenario: Any, out_dir: str 
               for k, p in params.items()}
 
     _write_csv(out / "tasks.csv", entries, values, extra)
+    numeric = [k for k in params if bin_edges(params[k], bins) is not None]
     figures = _write_figures(out, tables)
+    if len(numeric) >= 2:
+        figures["pairs"] = _write_pairs(out / "pairs.png", numeric, values, [e["collision_rate"] for e in entries])
     overall = bin_rows([0.0] * len(entries), entries, episodes, None, extra)[0]
     pinned = {e["task_id"]: {k: v[k] for k in params} for e, v in zip(entries, values, strict=True)}
     lines = _markdown(report, checkpoint, overall, tables, figures, extra, worst_tasks(entries, worst), pinned)
@@ -169,10 +174,13 @@ def _plot_param(ax: Any, key: str, rows: Sequence[Bin]) -> None:
     rates = ax.twinx()
     rates.plot(x, [r.success_rate for r in rows], "o-", color="#2a9d3a", label="success")
     rates.plot(x, [r.collision_rate for r in rows], "s-", color="#d62828", label="collision")
-    rates.set_ylim(-0.03, 1.03)
+    # headroom above the bars and above rate 1 for the legend
+    ax.set_ylim(0, 1.4 * max((r.n_tasks for r in rows), default=1))
+    rates.set_ylim(-0.03, 1.4)
+    rates.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
     rates.set_ylabel("rate")
     handles = ax.get_legend_handles_labels()[0] + rates.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper left")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center", ncol=3)
 
 
 def _write_figures(out: Path, tables: Mapping[str, Sequence[Bin]]) -> dict[str, str]:
@@ -202,6 +210,29 @@ def _write_figures(out: Path, tables: Mapping[str, Sequence[Bin]]) -> dict[str, 
         plt.close(fig)
         names["overview"] = "overview.png"
     return names
+
+
+def _write_pairs(path: Path, keys: Sequence[str], values: Sequence[Mapping[str, Any]],
+                 collision_rates: Sequence[float]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]][:3]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 3.8), dpi=100, squeeze=False,
+                             layout="constrained")
+    order = np.argsort(collision_rates, kind="stable")  # crashes drawn last, on top
+    for ax, (a, b) in zip(axes.flat, pairs, strict=True):
+        points = ax.scatter([values[i][a] for i in order], [values[i][b] for i in order],
+                            c=[collision_rates[i] for i in order], cmap="RdYlGn_r", vmin=0.0, vmax=1.0, s=26,
+                            edgecolors="#333333", linewidths=0.4)
+        ax.set_xlabel(a)
+        ax.set_ylabel(b)
+    fig.colorbar(points, ax=list(axes.flat), label="collision rate")
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
 
 
 def _rate(count: int, n: int) -> str:
@@ -254,6 +285,9 @@ def _markdown(report: Mapping[str, Any], checkpoint: str, overall: Bin, tables: 
     ]
     if "overview" in figures:
         lines += [f"![overview]({figures['overview']})", ""]
+    if "pairs" in figures:
+        lines += ["Each task in the plane of two numeric parameters, coloured by its collision rate:", "",
+                  f"![pairs]({figures['pairs']})", ""]
     extra_head = "".join(f" mean {m} |" for m in extra)
     for key, rows in tables.items():
         lines += [f"## `{key}`", "", f"![{key}]({figures[key]})", "",

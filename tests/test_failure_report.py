@@ -39,7 +39,7 @@ def test_report_files_and_the_bin_where_it_crashes(tmp_path: Path):
     path = write_failure_report(report, scenario, tmp_path / "rep", checkpoint="run/ckpt.pt", bins=3)
     out = tmp_path / "rep"
     names = {p.name for p in out.iterdir()}
-    assert names == {"report.md", "overview.png", "tasks.csv", "param_ego_distance_to_stop_m.png",
+    assert names == {"report.md", "overview.png", "pairs.png", "tasks.csv", "param_ego_distance_to_stop_m.png",
                      "param_other_speed_mps.png", "param_other_time_gap_s.png"}
     for png in out.glob("*.png"):
         image = np.asarray(Image.open(png).convert("RGB"))
