@@ -495,12 +495,11 @@ class Scenario:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         tasks, draws = [], 0
         rejected: dict[str, int] = {}
-        params = self.sampled_keys()
         for i in range(n):
             rng = np.random.default_rng(derive_seed(seed, i))
             per_task: dict[Constraint, int] = {}
             for _ in range(MAX_DRAWS_PER_TASK):
-                values = {k: p.sample(rng) for k, p in params.items()}
+                values = self.sample_values(rng)
                 draws += 1
                 broken = self.broken_constraint(values)
                 if broken is None:
@@ -524,10 +523,9 @@ class Scenario:
             A :class:`Sample` with no tasks; ``accepted`` of ``draws`` satisfied every constraint.
         """
         rng = np.random.default_rng(derive_seed(seed, 0xACCE97))
-        params = self.sampled_keys()
         rejected: dict[str, int] = {}
         for _ in range(n_draws):
-            broken = self.broken_constraint({k: p.sample(rng) for k, p in params.items()})
+            broken = self.broken_constraint(self.sample_values(rng))
             if broken is not None:
                 rejected[broken.key] = rejected.get(broken.key, 0) + 1
         return Sample([], n_draws, rejected)
