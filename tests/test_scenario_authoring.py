@@ -182,20 +182,23 @@ def test_bad_value_in_a_base_names_the_base_file(tmp_path: Path):
         load_scenario(child)
 
 
-def test_extends_cycles_and_missing_bases_are_errors(tmp_path: Path):
-    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
-    (tmp_path / "b.yaml").write_text("extends: ./a.yaml\n")
-    with pytest.raises(ScenarioError, match=r"b.yaml: extends: cycle of extends: a.yaml -> b.yaml -> a.yaml"):
+@pytest.mark.parametrize(
+    ("files", "pattern"),
+    [
+        ({"a.yaml": "extends: b.yaml\nname: a\n", "b.yaml": "extends: ./a.yaml\n"},
+         r"b\.yaml: extends: cycle of extends: a\.yaml -> b\.yaml -> a\.yaml"),
+        ({"a.yaml": "extends: a.yaml\n"}, r"a\.yaml: extends: cycle of extends: a\.yaml -> a\.yaml"),
+        ({"a.yaml": "extends: yeild_left\nname: a\n"},
+         r"a\.yaml: extends: 'yeild_left': no such scenario file .*did you mean 'yield_left'"),
+        ({"a.yaml": "extends: [yield_left]\nname: a\n"}, r"a\.yaml: extends: got \['yield_left'\]"),
+    ],
+    ids=["cycle", "self", "missing", "not-a-name"],
+)
+def test_extends_cycles_and_missing_bases_are_errors(tmp_path: Path, files: dict, pattern: str):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ScenarioError, match=pattern):
         load_scenario(tmp_path / "a.yaml")
-    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
-    with pytest.raises(ScenarioError, match=r"cycle of extends: self\.yaml -> self\.yaml"):
-        load_scenario(tmp_path / "self.yaml")
-    (tmp_path / "c.yaml").write_text("extends: yeild_left\nname: c\n")
-    with pytest.raises(ScenarioError, match=r"c.yaml: extends: 'yeild_left': no such scenario file .*did you mean"):
-        load_scenario(tmp_path / "c.yaml")
-    (tmp_path / "d.yaml").write_text("extends: [yield_left]\nname: d\n")
-    with pytest.raises(ScenarioError, match=r"d.yaml: extends: got \['yield_left'\]"):
-        load_scenario(tmp_path / "d.yaml")
 
 
 def test_set_overrides_apply_after_the_merge():
