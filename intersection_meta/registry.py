@@ -97,8 +97,8 @@ DIRECTED_MODES: dict[str, DirectedModeSpec] = {
 
 #: Vector-env backends by name (the run config's ``env.backend``).
 BACKENDS: dict[str, BackendSpec] = {
-    "auto": BackendSpec(concrete=False, doc="fast for discrete-action intersection scenarios, else highway"),
-    "fast": BackendSpec(concrete=True, doc="the native batched intersection simulator (discrete actions)"),
+    "auto": BackendSpec(concrete=False, doc="fast for intersection scenarios, else highway"),
+    "fast": BackendSpec(concrete=True, doc="the compiled (numba) batched intersection simulator"),
     "highway": BackendSpec(
         concrete=True, doc="a gymnasium vector env of single envs: highway-env, or gymnasium's CartPole/LunarLander"
     ),

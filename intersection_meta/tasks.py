@@ -48,7 +48,7 @@ class IntersectionSettings:
     policy_frequency_hz: int = 1
     simulation_frequency_hz: int = 15
     #: "discrete": highway-env's DiscreteMetaAction (SLOWER, IDLE, FASTER), longitudinal only.
-    #: "continuous": highway-env's ContinuousAction, longitudinal acceleration only (highway backend only).
+    #: "continuous": highway-env's ContinuousAction, longitudinal acceleration only (both backends).
     action: Literal["discrete", "continuous"] = "discrete"
     #: Target speeds of the discrete meta-actions [m/s].
     target_speeds_mps: tuple[float, ...] = (0.0, 4.5, 9.0)

@@ -458,15 +458,14 @@ def test_vector_env_argument_errors():
         make_vector_env([CartPoleTask("c")], backend="fast")
 
 
-def test_fast_backend_rejects_continuous_actions_and_auto_falls_back():
+def test_auto_backend_picks_fast_for_every_intersection_action_type():
     from intersection_meta.envs.factory import resolve_backend
     from intersection_meta.envs.intersection import with_settings
 
     continuous = with_settings(itask(), action="continuous")
-    with pytest.raises(ValueError, match="discrete meta-actions only"):
-        make_vector_env([continuous], backend="fast")
-    assert resolve_backend("auto", continuous) == "highway"
+    assert make_vector_env([continuous], backend="fast").single_action_space.shape == (1,)
+    assert resolve_backend("auto", continuous) == "fast"
     assert resolve_backend("auto", itask()) == "fast"
     assert resolve_backend("auto", CartPoleTask("c")) == "highway"
-    with pytest.raises(ValueError, match="discrete-action intersection scenarios only"):
+    with pytest.raises(ValueError, match="intersection scenarios only"):
         resolve_backend("fast", CartPoleTask("c"))

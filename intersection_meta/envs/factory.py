@@ -78,7 +78,6 @@ def make_vector_env(
     seed: int | None = None,
     backend: str = "highway",
     asynchronous: bool = False,
-    workers: int = 1,
 ) -> gym.vector.VectorEnv:
     """One sub-env per task: sub-env ``i`` runs ``tasks[i]`` (repeat a task to get several episode slots).
 
@@ -86,15 +85,13 @@ def make_vector_env(
         tasks: non-empty, all of the same kind.
         seed: sub-env ``i`` is seeded with :func:`sub_env_seed` ``(seed, i)`` (see the module docstring).
         backend: ``"highway"`` (Sync/AsyncVectorEnv of :func:`make_env` envs; also for CartPole/LunarLander)
-            or ``"fast"`` (``FastIntersectionVectorEnv(tasks, seed=seed)``, intersection tasks only).
+            or ``"fast"`` (``FastIntersectionVectorEnv(tasks, seed=seed)``, intersection tasks only, discrete
+            or continuous actions; one process, numba threads for large batches).
         asynchronous: ``"highway"`` backend only: ``AsyncVectorEnv`` (one process per sub-env) instead of
             ``SyncVectorEnv``.
-        workers: ``"fast"`` backend only: split the scenes over this many processes
-            (``ShardedFastIntersectionVectorEnv``; identical results); 1 (default) starts no process.
 
     Raises:
-        ValueError: empty ``tasks``, mixed kinds, unknown backend, "fast" with non-intersection tasks, or
-            ``workers != 1`` without backend "fast".
+        ValueError: empty ``tasks``, mixed kinds, unknown backend, "fast" with non-intersection tasks.
     """
     tasks = list(tasks)
     if not tasks:
@@ -109,27 +106,14 @@ def make_vector_env(
             unknown_name("backend", backend, {k: v for k, v in BACKENDS.items() if v.concrete})
             + " (resolve 'auto' with resolve_backend)"
         )
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if workers != 1 and backend != "fast":
-        raise ValueError("workers applies to backend 'fast' only (use asynchronous=True for 'highway')")
     if backend == "fast":
         if kinds[0] != "intersection":
             raise ValueError(f"backend 'fast' simulates intersection tasks only, got kind {kinds[0]!r}")
         if asynchronous:
             raise ValueError("asynchronous=True applies to backend 'highway' only")
-        if any(t.settings.action != "discrete" for t in tasks):
-            raise ValueError(
-                "backend 'fast' simulates discrete meta-actions only; use backend='highway' for "
-                "action type 'continuous'"
-            )
-        from intersection_meta.envs import fast_intersection as module  # numpy-only; imported when needed
+        from intersection_meta.envs.fast import FastIntersectionVectorEnv  # numba; imported when needed
 
-        if workers == 1:
-            return module.FastIntersectionVectorEnv(tasks, seed=seed)
-        from intersection_meta.envs.sharded import ShardedFastIntersectionVectorEnv
-
-        return ShardedFastIntersectionVectorEnv(tasks, seed=seed, workers=workers)
+        return FastIntersectionVectorEnv(tasks, seed=seed)
 
     env_fns: list[Callable[[], gym.Env]] = [
         functools.partial(make_env, task, seed=sub_env_seed(seed, i)) for i, task in enumerate(tasks)
@@ -141,8 +125,8 @@ def make_vector_env(
 
 
 def resolve_backend(backend: str, task: Task) -> str:
-    """The concrete simulator for tasks like ``task``: ``auto`` picks the fast native simulator for
-    discrete-action intersection tasks (bit-identical to highway-env on these scenes, see
+    """The concrete simulator for tasks like ``task``: ``auto`` picks the fast compiled simulator for
+    intersection tasks (discrete or continuous actions; the same outcomes as highway-env, see
     benchmarks/fidelity.py), else ``highway`` (a gymnasium vector env of single envs).
 
     Raises:
@@ -150,9 +134,9 @@ def resolve_backend(backend: str, task: Task) -> str:
     """
     if backend not in BACKENDS:
         raise ValueError(unknown_name("backend", backend, BACKENDS))
-    fast_ok = task.kind == "intersection" and task.settings.action == "discrete"
+    fast_ok = task.kind == "intersection"
     if backend == "fast" and not fast_ok:
-        raise ValueError("the fast backend simulates discrete-action intersection scenarios only; use highway or auto")
+        raise ValueError("the fast backend simulates intersection scenarios only; use highway or auto")
     if backend == "auto":
         return "fast" if fast_ok else "highway"
     return backend
@@ -162,7 +146,7 @@ def simulator_name(backend: str, task: Task) -> str:
     """What actually simulates ``task`` on the concrete ``backend``, for report headers (e.g. ``gymnasium
     CartPole-v1``, never ``highway`` for a CartPole task)."""
     if backend == "fast":
-        return "fast (native batched intersection simulator)"
+        return "fast (compiled batched intersection simulator)"
     if task.kind == "intersection":
         from importlib.metadata import version
 
