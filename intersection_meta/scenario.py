@@ -1,10 +1,17 @@
 """Scenarios: strictly validated YAML descriptions of task distributions.
 
-A scenario file describes a *distribution* of tasks. Every sampled key takes one of three forms::
+A scenario file describes a *distribution* of tasks. Every sampled key takes one of four forms::
 
-    speed_mps: 8.0                         # fixed
-    speed_mps: [6.0, 10.0]                 # uniform range [low, high]
-    intent: {choice: [straight, left]}     # uniform choice among listed values
+    speed_mps: 8.0                                   # fixed
+    speed_mps: [6.0, 10.0]                           # uniform range [low, high]
+    intent: {choice: [straight, left]}               # uniform choice among listed values
+    time_gap_s: {normal: [0.0, 1.0], clip: [-2, 2]}  # normal(mean, std), clipped to [low, high]
+
+``require:`` lists boolean constraints between sampled keys (:mod:`intersection_meta.expr`), e.g.
+``"abs(other.time_gap_s) > 0.3"``; sampling rejects draws that break one (rejection sampling: task ``i`` still
+depends only on ``(seed, i)``). Intersection scenarios also carry a built-in constraint of the same kind: the
+other vehicle starts inside its approach lane. ``extends: NAME_OR_PATH`` builds a scenario on a base file by a
+deep merge (the child's keys win; a list or a sampled value replaces the base's whole).
 
 Three kinds exist: ``intersection`` (two-vehicle crossings on highway-env), ``cartpole`` (CartPole-v1 with varied
 physics) and ``lunarlander`` (LunarLander-v3 with varied gravity and wind). See ``scenarios/*.yaml`` for
@@ -27,6 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from intersection_meta.expr import NUM, STR, Expr, ExprError, compile_expr
 from intersection_meta.resources import scenario_dir
 from intersection_meta.schema import Leaf as _Leaf
 from intersection_meta.schema import LoadError, check_scalar, did_you_mean, is_number, parse_set, read_yaml_file
@@ -43,7 +51,6 @@ from intersection_meta.tasks import (
     LunarLanderTask,
     RewardWeights,
     Task,
-    other_distance_to_stop_m,
 )
 
 SCENARIO_VERSION = 1
@@ -118,7 +125,31 @@ class Choice:
         return {"choice": list(self.options)}
 
 
-Param = Fixed | Range | Choice
+@dataclass(frozen=True)
+class Normal:
+    """A normal distribution ``N(mean, std^2)`` clipped to ``[low, high]`` (``{normal: [m, s], clip: [lo, hi]}``)."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(np.clip(rng.normal(self.mean, self.std), self.low, self.high))
+
+    def midpoint(self) -> float:
+        return float(np.clip(self.mean, self.low, self.high))
+
+    def values(self) -> tuple[float, ...]:
+        """The extremes (the clip bounds)."""
+        return (self.low, self.high)
+
+    def to_yaml(self) -> Any:
+        return {"normal": [self.mean, self.std], "clip": [self.low, self.high]}
+
+
+Param = Fixed | Range | Choice | Normal
+PARAM_TYPES = (Fixed, Range, Choice, Normal)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -133,6 +164,7 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
     "description": _Leaf("str", default=""),
     "target_return": _Leaf("float", default=None),
     "medium_task": _Leaf("medium", default="midpoint"),
+    "require": _Leaf("require", default=[]),
     "ego": {
         "entry": _Leaf("enum", default="south", allowed=ENTRIES, sampled=True),
         "intent": _Leaf("enum", default="left", allowed=INTENTS, sampled=True),
@@ -172,7 +204,7 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
 
 _COMMON_TOP = {
     k: _INTERSECTION_SCHEMA[k]
-    for k in ("version", "name", "kind", "description", "target_return", "medium_task")
+    for k in ("version", "name", "kind", "description", "target_return", "medium_task", "require")
 }
 _CARTPOLE_SCHEMA: dict[str, Any] = {
     **_COMMON_TOP,
@@ -207,14 +239,26 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 class _Validator:
-    def __init__(self, source: str) -> None:
-        self.source = source
+    """Validates one scenario mapping; ``origins`` maps dotted keys to the file that set them (``extends:``)."""
+
+    def __init__(self, source: str, origins: Mapping[str, str] | None = None) -> None:
+        self.source, self.origins = source, dict(origins or {})
+
+    def source_of(self, key: str) -> str:
+        """The file that set ``key`` (or its nearest enclosing section), as it should appear in an error."""
+        path = key.split("[")[0]
+        while path:
+            if path in self.origins:
+                origin = self.origins[path]
+                return origin if origin == self.source else f"{origin} (extended by {self.source})"
+            path = path.rpartition(".")[0]
+        return self.source
 
     def fail(self, key: str, message: str) -> ScenarioError:
-        return ScenarioError(self.source, key, message)
+        return ScenarioError(self.source_of(key), key, message)
 
     def scalar(self, key: str, leaf: _Leaf, v: Any) -> Any:
-        return check_scalar(self.source, key, leaf, v, ScenarioError)
+        return check_scalar(self.source_of(key), key, leaf, v, ScenarioError)
 
     def leaf(self, key: str, leaf: _Leaf, v: Any) -> Any:
         if leaf.type == "float_pair":
@@ -239,11 +283,38 @@ class _Validator:
             if not isinstance(v, list) or not v or len(set(map(str, v))) != len(v):
                 raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
             return [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
+        if leaf.type == "require":
+            if v is None:  # `require:` with nothing under it
+                return []
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise self.fail(key, f"got {v!r}; expected a list of constraint strings, e.g. "
+                                     "[\"abs(other.time_gap_s) > 0.3\"]")
+            return list(v)
         if leaf.sampled:
             return self.param(key, leaf, v)
         return self.scalar(key, leaf, v)
 
+    def normal(self, key: str, leaf: _Leaf, v: dict[str, Any]) -> Normal:
+        if set(v) != {"normal", "clip"}:
+            raise self.fail(key, f"got keys {sorted(map(str, v))}; a normal distribution is "
+                                 "{normal: [mean, std], clip: [low, high]}")
+        plain = replace(leaf, sampled=False)
+        pair = v["normal"]
+        if not (isinstance(pair, list) and len(pair) == 2 and all(is_number(x) and math.isfinite(x) for x in pair)
+                and pair[1] > 0):
+            raise self.fail(f"{key}.normal", f"got {pair!r}; expected [mean, std] with std > 0")
+        clip = v["clip"]
+        if not isinstance(clip, list) or len(clip) != 2:
+            raise self.fail(f"{key}.clip", f"got {clip!r}; expected [low, high] ({leaf.describe()})")
+        lo = self.scalar(f"{key}.clip[0]", plain, clip[0])
+        hi = self.scalar(f"{key}.clip[1]", plain, clip[1])
+        if not lo < hi:
+            raise self.fail(f"{key}.clip", f"got {clip!r}; a clip range needs low < high")
+        return Normal(float(pair[0]), float(pair[1]), lo, hi)
+
     def param(self, key: str, leaf: _Leaf, v: Any) -> Param:
+        if isinstance(v, dict) and "normal" in v and leaf.type == "float":
+            return self.normal(key, leaf, v)
         if isinstance(v, dict):
             if set(v) != {"choice"}:
                 extra = sorted(set(v) - {"choice"})
@@ -328,11 +399,23 @@ class Scenario:
     spec: Mapping[str, Any] = field(repr=False)
     #: The concrete medium task's sampled values, by dotted key.
     medium_values: Mapping[str, Any] = field(repr=False)
+    #: Every constraint a sampled task must satisfy: the file's ``require:`` lines, then the built-in ones.
+    constraints: tuple[Constraint, ...] = field(default=(), repr=False)
 
     # ---- construction --------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "<dict>") -> Scenario:
-        """Validate a parsed YAML mapping. Raises :class:`ScenarioError`."""
+    def from_dict(cls, data: Any, *, source: str = "<dict>", origins: Mapping[str, str] | None = None) -> Scenario:
+        """Validate a parsed YAML mapping. Raises :class:`ScenarioError`.
+
+        Args:
+            data: The mapping (``extends:`` already resolved, see :func:`load_scenario`).
+            source: The file (or other origin) named in errors.
+            origins: Dotted key -> file that set it, for scenarios built with ``extends:``, so an error names the
+                file the bad key is in.
+        """
+        if isinstance(data, dict) and "extends" in data:
+            raise ScenarioError(source, "extends", "is resolved when a file is loaded (load_scenario); a mapping "
+                                                   "given directly must be complete")
         if data is None:
             raise ScenarioError(
                 source, "", "the file is empty; expected a scenario mapping (see scenarios/*.yaml)"
@@ -356,14 +439,17 @@ class Scenario:
                 )
                 + f"; expected one of {', '.join(KINDS)}",
             )
-        v = _Validator(source)
+        v = _Validator(source, origins)
         spec = v.section("", SCHEMAS[kind], data)
         if kind == "intersection":
             _check_intersection(v, spec)
         spec.pop("medium_task")
+        constraints = _compile_constraints(v, spec)
         medium = _resolve_medium(v, spec, data.get("medium_task", "midpoint"))
-        if kind == "intersection":
-            _check_intersection_values(v, "medium_task", medium)
+        for c in constraints:
+            if not _holds(v, c, medium):
+                raise v.fail("medium_task", f"the medium task {_show_values(medium, c.expr.keys)} breaks "
+                                            f"{c.describe()}; give medium_task: explicitly")
         return cls(
             name=spec["name"],
             kind=kind,
@@ -372,6 +458,7 @@ class Scenario:
             target_return=spec["target_return"],
             spec=spec,
             medium_values=medium,
+            constraints=constraints,
         )
 
     # ---- the distribution ----------------------------------------------------------------------------------
@@ -380,16 +467,68 @@ class Scenario:
         return dict(_walk_params(self.spec))
 
     def sample_values(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One unconstrained draw of every sampled key (use :meth:`sample_tasks` for tasks)."""
         return {k: p.sample(rng) for k, p in self.sampled_keys().items()}
 
+    def broken_constraint(self, values: Mapping[str, Any]) -> Constraint | None:
+        """The first constraint that ``values`` (dotted key -> value) breaks, or None if all hold."""
+        v = _Validator(self.source)
+        return next((c for c in self.constraints if not _holds(v, c, values)), None)
+
     def sample_tasks(self, n: int, seed: int = 0) -> list[Task]:
-        """``n`` tasks; task ``i`` depends only on ``(seed, i)``: a prefix of a larger sample is the same."""
+        """``n`` tasks; task ``i`` depends only on ``(seed, i)``: a prefix of a larger sample is the same.
+
+        Raises:
+            ScenarioError: a task needed more than :data:`MAX_DRAWS_PER_TASK` draws to satisfy the constraints;
+                the message names the constraint that rejected most of them.
+        """
+        return self.sample_with_stats(n, seed).tasks
+
+    def sample_with_stats(self, n: int, seed: int = 0) -> Sample:
+        """Like :meth:`sample_tasks`, also counting the draws (rejection sampling against :attr:`constraints`).
+
+        Task ``i`` draws from its own generator seeded by ``derive_seed(seed, i)`` until a draw satisfies every
+        constraint; its first draw is the one an unconstrained scenario would take, so adding a constraint that
+        a task already satisfies does not change it.
+        """
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        return [
-            self.task_from_values(self.sample_values(np.random.default_rng(derive_seed(seed, i))))
-            for i in range(n)
-        ]
+        tasks, draws = [], 0
+        rejected: dict[str, int] = {}
+        for i in range(n):
+            rng = np.random.default_rng(derive_seed(seed, i))
+            per_task: dict[Constraint, int] = {}
+            for _ in range(MAX_DRAWS_PER_TASK):
+                values = self.sample_values(rng)
+                draws += 1
+                broken = self.broken_constraint(values)
+                if broken is None:
+                    tasks.append(self.task_from_values(values))
+                    break
+                per_task[broken] = per_task.get(broken, 0) + 1
+                rejected[broken.key] = rejected.get(broken.key, 0) + 1
+            else:
+                worst = max(per_task, key=per_task.__getitem__)
+                raise ScenarioError(
+                    self.source, worst.key,
+                    f"no task satisfied the constraints in {MAX_DRAWS_PER_TASK} draws (task {i}, seed {seed}); "
+                    f"{worst.describe()} rejected {per_task[worst]} of them. Relax it or narrow the ranges",
+                )
+        return Sample(tasks, draws, rejected)
+
+    def acceptance(self, n_draws: int = 2000, seed: int = 0) -> Sample:
+        """Estimate the acceptance rate from ``n_draws`` unconstrained draws (no task is built).
+
+        Returns:
+            A :class:`Sample` with no tasks; ``accepted`` of ``draws`` satisfied every constraint.
+        """
+        rng = np.random.default_rng(derive_seed(seed, 0xACCE97))
+        rejected: dict[str, int] = {}
+        for _ in range(n_draws):
+            broken = self.broken_constraint(self.sample_values(rng))
+            if broken is not None:
+                rejected[broken.key] = rejected.get(broken.key, 0) + 1
+        return Sample([], n_draws, rejected)
 
     def medium_task(self) -> Task:
         """The representative task used by the Directed-* step (``medium_task:`` in the file)."""
@@ -416,15 +555,8 @@ class Scenario:
             )
             return IntersectionTask(
                 scenario=self.name,
-                ego_entry=values["ego.entry"],
-                ego_intent=values["ego.intent"],
-                ego_speed_mps=float(values["ego.speed_mps"]),
-                ego_distance_to_stop_m=float(values["ego.distance_to_stop_m"]),
-                other_entry=values["other.entry"],
-                other_intent=values["other.intent"],
-                other_driver=values["other.driver"],
-                other_speed_mps=float(values["other.speed_mps"]),
-                time_gap_s=float(values["other.time_gap_s"]),
+                **{f: values[k] if isinstance(values[k], str) else float(values[k])
+                   for k, f in INTERSECTION_TASK_FIELDS.items()},
                 settings=settings,
             )
         if self.kind == "cartpole":
@@ -441,6 +573,11 @@ class Scenario:
             max_episode_steps=s["episode"]["max_steps"],
         )
 
+    def task_values(self, task: Task) -> dict[str, Any]:
+        """The sampled keys' values (dotted key -> value) that give ``task``: the inverse of
+        :meth:`task_from_values` (e.g. for reports by parameter, or ``--set`` lines that pin one task)."""
+        return {k: getattr(task, task_field(self.kind, k)) for k in self.sampled_keys()}
+
     # ---- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario as a plain mapping that :meth:`from_dict` accepts (round trip)."""
@@ -448,12 +585,14 @@ class Scenario:
         def plain(section: Any) -> Any:
             if isinstance(section, dict):
                 return {k: plain(v) for k, v in section.items()}
-            if isinstance(section, Fixed | Range | Choice):
+            if isinstance(section, PARAM_TYPES):
                 return section.to_yaml()
             return section
 
         out = plain(dict(self.spec))
         out["medium_task"] = _nest(self.medium_values)
+        if not out.get("require"):
+            out.pop("require", None)
         if out.get("target_return") is None:
             out.pop("target_return", None)
         return out
@@ -462,12 +601,32 @@ class Scenario:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+#: Sampled key of an intersection scenario -> field of :class:`IntersectionTask`.
+INTERSECTION_TASK_FIELDS: dict[str, str] = {
+    "ego.entry": "ego_entry",
+    "ego.intent": "ego_intent",
+    "ego.speed_mps": "ego_speed_mps",
+    "ego.distance_to_stop_m": "ego_distance_to_stop_m",
+    "other.entry": "other_entry",
+    "other.intent": "other_intent",
+    "other.driver": "other_driver",
+    "other.speed_mps": "other_speed_mps",
+    "other.time_gap_s": "time_gap_s",
+}
+
+
+def task_field(kind: str, key: str) -> str:
+    """The task field a sampled key sets: ``other.time_gap_s`` -> ``time_gap_s``, ``physics.force_n`` ->
+    ``force_n``."""
+    return INTERSECTION_TASK_FIELDS[key] if kind == "intersection" else key.split(".", 1)[1]
+
+
 def _walk_params(spec: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Param]]:
     for k, v in spec.items():
         path = _join(prefix, k)
         if isinstance(v, dict):
             yield from _walk_params(v, path)
-        elif isinstance(v, Fixed | Range | Choice):
+        elif isinstance(v, PARAM_TYPES):
             yield path, v
 
 
@@ -507,7 +666,7 @@ def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[st
 
 
 def _check_intersection(v: _Validator, spec: Mapping[str, Any]) -> None:
-    """Cross-key checks that single keys cannot express (every combination the ranges allow)."""
+    """Cross-key checks that hold for the whole file (per-task ones are constraints, see :data:`BUILT_IN`)."""
     ego, other = spec["ego"], spec["other"]
     shared = set(ego["entry"].values()) & set(other["entry"].values())
     if shared:
@@ -516,24 +675,6 @@ def _check_intersection(v: _Validator, spec: Mapping[str, Any]) -> None:
             f"the other vehicle can enter from {sorted(shared)}, the ego's approach too; "
             "both vehicles on one approach is not a crossing. Use different entries",
         )
-    # The other vehicle's start distance d_o = v_o * (d_e / v_e + gap) is monotone in each parameter, so its
-    # extremes over the box of ranges are at the corners.
-    for ve, de, vo, gap in itertools.product(
-        ego["speed_mps"].values(),
-        ego["distance_to_stop_m"].values(),
-        other["speed_mps"].values(),
-        other["time_gap_s"].values(),
-    ):
-        _check_intersection_values(
-            v,
-            "other.time_gap_s",
-            {
-                "ego.speed_mps": ve,
-                "ego.distance_to_stop_m": de,
-                "other.speed_mps": vo,
-                "other.time_gap_s": gap,
-            },
-        )
     lo, hi = spec["reward"]["reward_speed_range_mps"]
     if hi > 40:
         raise v.fail(
@@ -541,25 +682,90 @@ def _check_intersection(v: _Validator, spec: Mapping[str, Any]) -> None:
         )
 
 
-def _check_intersection_values(v: _Validator, key: str, values: Mapping[str, Any]) -> None:
-    d_o = other_distance_to_stop_m(
-        values["ego.speed_mps"],
-        values["ego.distance_to_stop_m"],
-        values["other.speed_mps"],
-        values["other.time_gap_s"],
-    )
-    if not 0.0 <= d_o <= APPROACH_LANE_LENGTH_M:
-        raise v.fail(
-            key,
-            (
-                f"with ego speed {values['ego.speed_mps']:g} m/s at {values['ego.distance_to_stop_m']:g} m, "
-                f"other speed {values['other.speed_mps']:g} m/s and gap {values['other.time_gap_s']:g} s the other "
-                f"vehicle would start {d_o:.1f} m before its stop line, outside its "
-                f"{APPROACH_LANE_LENGTH_M:g} m approach lane; allowed: "
-                f"0 <= other.speed_mps * (ego.distance_to_stop_m / ego.speed_mps + other.time_gap_s) <= "
-                f"{APPROACH_LANE_LENGTH_M:g} for every combination of the ranges"
-            ),
-        )
+# ----------------------------------------------------------------------------------------------------
+# Constraints (``require:``) and rejection sampling
+
+#: Draws a single task may take before sampling gives up with an error naming the constraint.
+MAX_DRAWS_PER_TASK = 1000
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A compiled boolean constraint over sampled keys: ``key`` names it in errors (``require[0]``, or the
+    built-in's name), ``expr`` is the compiled expression."""
+
+    key: str
+    expr: Expr
+
+    def describe(self) -> str:
+        return f"{self.key} '{self.expr.text}'"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Tasks drawn by rejection sampling and what it cost: ``draws`` in all, ``rejected`` per constraint key."""
+
+    tasks: list[Task]
+    draws: int
+    rejected: Mapping[str, int]
+
+    @property
+    def accepted(self) -> int:
+        return self.draws - sum(self.rejected.values())
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.draws if self.draws else 1.0
+
+    def describe(self) -> str:
+        """One line, e.g. ``acceptance 412/500 draws (82.4%); rejected by require[0]: 88``."""
+        text = f"acceptance {self.accepted}/{self.draws} draws ({self.acceptance_rate:.1%})"
+        if self.rejected:
+            text += "; rejected by " + ", ".join(f"{k}: {n}" for k, n in self.rejected.items())
+        return text
+
+
+#: Built-in per-task constraints of each kind (name, expression), checked after the file's ``require:`` lines.
+#: The other vehicle's start distance d_o = v_o * (d_e / v_e + gap) must lie on its 100 m approach lane
+#: (:func:`intersection_meta.tasks.other_distance_to_stop_m`).
+BUILT_IN: dict[str, tuple[tuple[str, str], ...]] = {
+    "intersection": (
+        (
+            "built-in 'other starts inside its approach lane'",
+            f"0 <= other.speed_mps * (ego.distance_to_stop_m / ego.speed_mps + other.time_gap_s) "
+            f"<= {APPROACH_LANE_LENGTH_M:g}",
+        ),
+    ),
+}
+
+
+def _key_types(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Sampled dotted key -> expression type (``num`` or ``str``)."""
+    return {k: NUM if all(is_number(x) for x in p.values()) else STR for k, p in _walk_params(spec)}
+
+
+def _compile_constraints(v: _Validator, spec: Mapping[str, Any]) -> tuple[Constraint, ...]:
+    types = _key_types(spec)
+    out = []
+    for i, text in enumerate(spec.get("require", [])):
+        try:
+            out.append(Constraint(f"require[{i}]", compile_expr(text, types)))
+        except ExprError as exc:
+            raise v.fail(f"require[{i}]", f"{text!r}: {exc}") from None
+    for name, text in BUILT_IN.get(spec["kind"], ()):
+        out.append(Constraint(name, compile_expr(text, types)))
+    return tuple(out)
+
+
+def _holds(v: _Validator, c: Constraint, values: Mapping[str, Any]) -> bool:
+    try:
+        return c.expr.evaluate(values)
+    except ExprError as exc:  # a division by zero for these values
+        raise v.fail(c.key, f"'{c.expr.text}' {exc} with {_show_values(values, c.expr.keys)}") from None
+
+
+def _show_values(values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return "(" + ", ".join(f"{k}={values[k]:g}" if is_number(values[k]) else f"{k}={values[k]}" for k in keys) + ")"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -575,7 +781,8 @@ def scenario_path(name_or_path: str | Path) -> Path:
 
 
 def available_scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+    """Names of the shipped scenarios; files whose name starts with ``_`` are base files (``extends:``)."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 Override = str | tuple[str, Any]
@@ -649,9 +856,113 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[Override] = ()) 
             "no scenario of that name"
             + did_you_mean(str(name_or_path), names, what="available"),
         )
-    data = read_yaml_file(path, ScenarioError)
+    data, origins = read_scenario_file(path)
     source = str(path)
     if overrides:
         data = apply_overrides(data, overrides, source)
         source = f"{path} (with --set {_describe(overrides)})"
-    return Scenario.from_dict(data, source=source)
+        for _, key, _ in _parsed(overrides):
+            _set_origin(origins, key, source)
+    return Scenario.from_dict(data, source=source, origins=origins)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inheritance (``extends:``)
+
+#: Longest chain of ``extends:`` (a child, its base, the base's base, ...).
+MAX_EXTENDS_DEPTH = 8
+
+
+def read_scenario_file(path: str | Path) -> tuple[Any, dict[str, str]]:
+    """A scenario file's mapping with ``extends:`` resolved, and where each key came from.
+
+    ``extends: NAME`` names a scenario file in the scenario folder (``_base_intersection`` is
+    ``scenarios/_base_intersection.yaml``); ``extends: PATH`` (with a ``.yaml`` suffix or a folder) is relative to
+    the extending file. The base is read (and resolved) first; the child is deep-merged onto it: sections merge
+    key by key, anything else (a number, a list such as ``require:``, a range, a ``{choice: ...}`` or
+    ``{normal: ...}`` distribution, ``medium_task``) replaces the base's value as a whole.
+
+    Returns:
+        ``(mapping, origins)``: origins maps dotted keys to the file that set them (the nearest enclosing key
+        that is listed counts), for error messages.
+
+    Raises:
+        ScenarioError: a missing or unreadable base, a cycle, a chain deeper than :data:`MAX_EXTENDS_DEPTH`, or a
+            bad ``extends:`` value, naming the file that holds the ``extends:``.
+    """
+    return _read_extending(Path(path), ())
+
+
+def _read_extending(path: Path, chain: tuple[Path, ...]) -> tuple[Any, dict[str, str]]:
+    data = read_yaml_file(path, ScenarioError)
+    source = str(path)
+    if not isinstance(data, dict):
+        return data, {}
+    origins = {str(k): source for k in data if k != "extends"}
+    if "extends" not in data:
+        return data, origins
+    ref = data["extends"]
+    if not isinstance(ref, str) or not ref.strip():
+        raise ScenarioError(source, "extends", f"got {ref!r}; expected a scenario name or a path to a .yaml file")
+    base_path = _extends_path(ref, path)
+    seen = [*chain, path.resolve()]
+    if base_path.resolve() in seen:
+        cycle = " -> ".join(p.name for p in [*seen[seen.index(base_path.resolve()):], base_path.resolve()])
+        raise ScenarioError(source, "extends", f"cycle of extends: {cycle}")
+    if len(seen) >= MAX_EXTENDS_DEPTH:
+        raise ScenarioError(source, "extends", f"more than {MAX_EXTENDS_DEPTH} levels of extends")
+    if not base_path.is_file():
+        hint = did_you_mean(ref, _base_names(), what="names") if base_path.parent == SCENARIO_DIR else ""
+        raise ScenarioError(source, "extends", f"{ref!r}: no such scenario file ({base_path}){hint}")
+    base, base_origins = _read_extending(base_path, tuple(seen))
+    if not isinstance(base, dict):
+        raise ScenarioError(str(base_path), "(top level)", f"expected a mapping (it is extended by {source})")
+    child = {k: v for k, v in data.items() if k != "extends"}
+    schema = SCHEMAS.get(child.get("kind", base.get("kind")), {})
+    merged = _deep_merge(base, child, schema, "", base_origins, source)
+    return merged, base_origins
+
+
+def _extends_path(ref: str, child: Path) -> Path:
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p if p.is_absolute() else child.parent / p
+    return SCENARIO_DIR / f"{ref}.yaml"
+
+
+def _base_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def _origin(origins: Mapping[str, str], key: str) -> str | None:
+    while key:
+        if key in origins:
+            return origins[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def _set_origin(origins: dict[str, str], key: str, source: str) -> None:
+    """``key`` (and everything under it) now comes from ``source``."""
+    for k in [k for k in origins if k.startswith(key + ".")]:
+        del origins[k]
+    origins[key] = source
+
+
+def _deep_merge(base: Mapping[str, Any], child: Mapping[str, Any], schema: Mapping[str, Any], prefix: str,
+                origins: dict[str, str], child_source: str) -> dict[str, Any]:
+    """``child`` merged onto ``base`` (both raw mappings); ``origins`` is updated in place."""
+    out = dict(base)
+    for k, v in child.items():
+        path = _join(prefix, str(k))
+        sub = schema.get(k)
+        if isinstance(sub, dict) and isinstance(v, dict) and isinstance(base.get(k), dict):
+            inherited = _origin(origins, path)
+            for base_key in base[k]:
+                origins.setdefault(_join(path, str(base_key)), inherited or child_source)
+            origins[path] = child_source
+            out[k] = _deep_merge(base[k], v, sub, path, origins, child_source)
+        else:
+            out[k] = v
+            _set_origin(origins, path, child_source)
+    return out

@@ -17,11 +17,13 @@ from intersection_meta.scenario import (
     ScenarioError,
     available_scenarios,
     load_scenario,
+    read_scenario_file,
 )
 from intersection_meta.tasks import IntersectionTask, task_from_dict, task_to_dict
 
-SHIPPED = sorted(SCENARIO_DIR.glob("*.yaml"))
-BASE = yaml.safe_load((SCENARIO_DIR / "yield_left.yaml").read_text())
+SHIPPED = [SCENARIO_DIR / f"{name}.yaml" for name in available_scenarios()]
+#: yield_left with its base file merged in: a complete scenario mapping to mutate.
+BASE = read_scenario_file(SCENARIO_DIR / "yield_left.yaml")[0]
 
 
 def test_library_has_required_scenarios():
@@ -101,8 +103,15 @@ MALFORMED = [
         "other.entry",
         "one approach",
     ),
-    ("gap-outside-lane", _mutate("other.time_gap_s", [-2.0, 9.0]), "other.time_gap_s", "outside its"),
-    ("gap-before-stop-line", _mutate("other.time_gap_s", [-8.0, 0.0]), "other.time_gap_s", "outside its"),
+    ("medium-outside-lane", _mutate("other.time_gap_s", [-9.0, -8.0]), "medium_task", "inside its approach lane"),
+    ("require-not-list", {**BASE, "require": "x > 1"}, "require", "list of constraint strings"),
+    ("require-bad-key", {**BASE, "require": ["other.sped_mps > 1"]}, "require[0]", "did you mean 'other.speed_mps'"),
+    ("require-syntax", {**BASE, "require": ["other.speed_mps >"]}, "require[0]", "column"),
+    ("normal-no-clip", _mutate("other.speed_mps", {"normal": [7.0, 1.0]}), "other.speed_mps", "clip"),
+    ("normal-bad-std", _mutate("other.speed_mps", {"normal": [7.0, 0.0], "clip": [5, 9]}), "other.speed_mps.normal",
+     "std > 0"),
+    ("normal-clip-range", _mutate("other.speed_mps", {"normal": [7.0, 1.0], "clip": [-1, 9]}),
+     "other.speed_mps.clip[0]", "out of range"),
     (
         "distance-beyond-lane",
         _mutate("ego.distance_to_stop_m", 150.0),

@@ -357,3 +357,100 @@ def iter_layout_frames(recordings: Sequence[Recording], *, stride: int = 1, worl
     """The layout at :func:`layout_frame_indices` as ``[H, W, 3]`` arrays."""
     for frame in layout_frame_indices(recordings, stride=stride):
         yield render_layout(recordings, frame, world_px=world_px, hud_px=hud_px)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scenario preview: start positions, routes and conflict-zone arrival times of sampled tasks (no recording)
+
+#: Colour of the conflict-zone marker, and of a preview line that flags a close call.
+CONFLICT_COLOR = (255, 150, 40)
+#: Side of one preview panel's world view [px], and the height of its text band [px].
+PREVIEW_WORLD_PX = 360
+PREVIEW_TEXT_PX = 58
+
+
+@dataclass(frozen=True)
+class ScenePreview:
+    """One sampled task as a preview panel shows it (plain data; built by ``intersection_meta.preview``).
+
+    Attributes:
+        vehicles: ``(x_m, y_m, heading_rad, speed_mps)`` of each vehicle at the start, ego first.
+        other_driver: The other vehicle's driver model (its colour, as in the viewer).
+        routes: Each vehicle's route as world points ``[N, 2]`` [m], from its start to its exit.
+        conflict_m: Where the two routes first come within a car width of each other, or None.
+        lines: Text lines below the world view, each ``(text, highlighted)``.
+    """
+
+    vehicles: tuple[tuple[float, float, float, float], ...]
+    other_driver: str
+    routes: tuple[np.ndarray, ...]
+    conflict_m: tuple[float, float] | None
+    lines: tuple[tuple[str, bool], ...]
+
+
+def preview_camera(previews: Sequence[ScenePreview], size_px: tuple[int, int] = (PREVIEW_WORLD_PX,) * 2, *,
+                   margin_m: float = 6.0) -> Camera:
+    """One camera for every panel of a preview grid (so panels compare directly), fitting the junction and every
+    vehicle's start."""
+    points = np.array([[-25.0, -25.0], [25.0, 25.0]] + [v[:2] for p in previews for v in p.vehicles])
+    (x0, y0), (x1, y1) = points.min(axis=0) - margin_m, points.max(axis=0) + margin_m
+    scaling = min(size_px[0] / (x1 - x0), size_px[1] / (y1 - y0))
+    return Camera(((x0 + x1) / 2, (y0 + y1) / 2), float(scaling))
+
+
+def draw_preview(surface: pygame.Surface, preview: ScenePreview, camera: Camera, *, topleft: tuple[int, int] = (0, 0),
+                 world_px: int = PREVIEW_WORLD_PX, text_px: int = PREVIEW_TEXT_PX, vehicles: bool = True) -> None:
+    """Draw one preview panel: highway-env's road, both routes, the conflict zone, the vehicles at their start
+    with their speeds, and the text lines below. ``vehicles=False`` leaves out everything but the road."""
+    from highway_env.vehicle.graphics import VehicleGraphics
+    from highway_env.vehicle.kinematics import Vehicle
+
+    size = (world_px, world_px)
+    world = _world_surface(size, camera)
+    world.blit(_road_background(size, camera), (0, 0))
+    colors = (EGO_COLOR, OTHER_COLORS.get(preview.other_driver, OTHER_COLORS["idm"]))
+    if vehicles:
+        for route, color in zip(preview.routes, colors, strict=True):
+            points = [world.pos2pix(x, y) for x, y in np.asarray(route)]
+            if len(points) > 1:
+                pygame.draw.lines(world, tuple(c // 2 + 60 for c in color), False, points, 3)
+        if preview.conflict_m is not None:
+            pygame.draw.circle(world, CONFLICT_COLOR, world.pos2pix(*preview.conflict_m), 6, 2)
+        tags, anchors = [], []
+        for index, ((x_m, y_m, heading, speed), color) in enumerate(zip(preview.vehicles, colors, strict=True)):
+            vehicle = Vehicle(None, np.array([x_m, y_m]), float(heading), float(speed))
+            vehicle.color = color
+            pygame.draw.circle(world, color, world.pos2pix(x_m, y_m), 9, 2)  # a ring: findable at any zoom
+            VehicleGraphics.display(vehicle, world, offscreen=True)
+            tags.append(_font(15).render(f"{VEHICLE_LABELS[index]} {speed:.1f} m/s", True, TEXT))
+            anchors.append(world.pos2pix(x_m, y_m))
+        for tag, (x, y, _, _) in zip(tags, place_labels(anchors, [t.get_size() for t in tags], size), strict=True):
+            world.blit(tag, (x, y))
+    surface.blit(world, topleft)
+    if text_px > 0:
+        band = pygame.Surface((world_px, text_px))
+        band.fill(HUD_BG)
+        y = 4
+        for i, (text, highlighted) in enumerate(preview.lines):
+            color = CONFLICT_COLOR if highlighted else (TEXT if i == 0 else DIM_TEXT)
+            image = _font(17, bold=i == 0).render(text, True, color)
+            band.blit(image, (6, y))
+            y += image.get_height() + 2
+        surface.blit(band, (topleft[0], topleft[1] + world_px))
+
+
+def render_preview_grid(previews: Sequence[ScenePreview], *, columns: int = 4, world_px: int = PREVIEW_WORLD_PX,
+                        text_px: int = PREVIEW_TEXT_PX, vehicles: bool = True) -> np.ndarray:
+    """Preview panels in a grid of ``columns``, sharing one camera, as an ``[H, W, 3]`` uint8 array (offscreen)."""
+    columns = max(1, min(columns, len(previews)))
+    rows = -(-len(previews) // columns)
+    panel_h = world_px + text_px
+    surface = pygame.Surface((columns * world_px, max(1, rows) * panel_h))
+    surface.fill((0, 0, 0))
+    camera = preview_camera(previews, (world_px, world_px))
+    for i, preview in enumerate(previews):
+        topleft = ((i % columns) * world_px, (i // columns) * panel_h)
+        draw_preview(surface, preview, camera, topleft=topleft, world_px=world_px, text_px=text_px, vehicles=vehicles)
+    for c in range(1, columns):
+        pygame.draw.line(surface, (0, 0, 0), (c * world_px, 0), (c * world_px, surface.get_height()), 2)
+    return np.ascontiguousarray(pygame.surfarray.array3d(surface).swapaxes(0, 1))

@@ -1,7 +1,8 @@
 """Evaluate a meta-trained checkpoint on held-out tasks: ``python -m intersection_meta.evaluate --checkpoint PATH``.
 
-``[--scenario NAME] [--set KEY.PATH=VALUE ...] [--tasks N] [--adapt-steps K] [--episodes E] [--json]``; the
-report is :func:`intersection_meta.evaluate.format_report`.
+``[--scenario NAME] [--set KEY.PATH=VALUE ...] [--tasks N] [--adapt-steps K] [--episodes E] [--json]
+[--report DIR]``; the report is :func:`intersection_meta.evaluate.format_report`. ``--report DIR`` also writes where
+the policy fails, by sampled parameter (:mod:`intersection_meta.failure_report`: Markdown, PNGs, CSV).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=list(BACKENDS), help="simulator (default auto)")
     add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write a failure report into DIR: report.md, overview.png, param_*.png, tasks.csv")
+    p.add_argument("--report-bins", type=int, default=6, help="bins per numeric parameter in --report (default 6)")
     return p
 
 
@@ -40,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.tasks < 1:
             raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
+        if args.report_bins < 1:
+            raise ValueError(f"--report-bins must be >= 1, got {args.report_bins}")
         ckpt = load_checkpoint(args.checkpoint, scenario=args.scenario if not args.set else None)
         scenario = None
         if args.set:
@@ -66,10 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend,
             scenario=scenario,
         )
+        if args.report and report["per_task"] and "collision_rate" not in report["per_task"][0]:
+            raise ValueError("--report needs an intersection scenario (success and collision outcomes per task)")
     except ValueError as exc:  # CheckpointError, LoadError (config, scenario) and the checks above
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.report:
+        from intersection_meta.failure_report import write_failure_report
+
+        path = write_failure_report(report, scenario or ckpt.scenario, args.report, checkpoint=args.checkpoint,
+                                    bins=args.report_bins)
+        print(f"failure report: {path}", file=sys.stderr)
     return 0
 
 

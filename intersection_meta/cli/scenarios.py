@@ -1,4 +1,4 @@
-"""Command line for scenario files: ``python -m intersection_meta.scenarios list | show | validate | sample``.
+"""Command line for scenario files: ``python -m intersection_meta.scenarios list | show | validate | sample | preview``.
 
 Errors in scenario files print one line naming the file, the key path and what is allowed, and exit with 2.
 ``show NAME`` prints the file as written; with ``--resolved`` or ``--set`` it prints the validated scenario with
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from intersection_meta.cli.options import add_set_argument
+from intersection_meta.schema import parse_yaml
 from intersection_meta.scenario import (
     SCENARIO_DIR,
     ScenarioError,
@@ -21,6 +22,9 @@ from intersection_meta.scenario import (
     scenario_path,
 )
 from intersection_meta.tasks import sampled_parameters
+
+#: Draws used by ``validate`` to estimate a scenario's acceptance rate.
+ACCEPTANCE_DRAWS = 2000
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -45,7 +49,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(f"# {s.source}, resolved")
         print(s.to_yaml(), end="")
     else:
-        print(scenario_path(args.name).read_text(encoding="utf-8"), end="")
+        text = scenario_path(args.name).read_text(encoding="utf-8")
+        print(text, end="")
+        if "extends" in (parse_yaml(text) or {}):
+            print("# (this file extends another; `show --resolved` prints the merged scenario)")
     return 0
 
 
@@ -54,9 +61,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             s = load_scenario(path, args.set)
+            estimate = s.acceptance(ACCEPTANCE_DRAWS)
+            if estimate.accepted == 0:
+                worst = max(estimate.rejected, key=estimate.rejected.__getitem__)
+                raise ScenarioError(s.source, worst, f"no draw out of {ACCEPTANCE_DRAWS} satisfied the constraints")
             print(
                 f"ok: {path} ({s.kind}, {len([1 for p in s.sampled_keys().values() if len(p.values()) > 1])} "
-                "sampled keys)"
+                f"sampled keys, {len(s.constraints)} constraints; estimated {estimate.describe()})"
             )
         except ScenarioError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -66,14 +77,30 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     s = load_scenario(args.name, args.set)
-    tasks = s.sample_tasks(args.n, seed=args.seed)
+    sample = s.sample_with_stats(args.n, seed=args.seed)
     if args.json:
-        print(json.dumps([{"task_id": t.task_id, **sampled_parameters(t)} for t in tasks], indent=2))
+        print(json.dumps([{"task_id": t.task_id, **sampled_parameters(t)} for t in sample.tasks], indent=2))
+        print(f"# {s.name}: {sample.describe()}", file=sys.stderr)
     else:
         print(f"# {s.name}: {args.n} tasks, seed {args.seed}")
-        for t in tasks:
+        for t in sample.tasks:
             print(t.describe())
         print(f"# medium task: {s.medium_task().describe()}")
+        print(f"# {sample.describe()}")
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    s = load_scenario(args.name, args.set)
+    if s.kind != "intersection":
+        raise ScenarioError(s.source, "kind", f"preview draws intersection scenarios; this one is {s.kind}")
+    if args.n < 1:
+        raise ScenarioError(f"-n {args.n}", "", "expected at least 1 task")
+    from intersection_meta.preview import render_preview, save_png
+
+    sample = s.sample_with_stats(args.n, seed=args.seed)
+    out = save_png(render_preview(sample.tasks, columns=args.columns), args.out)
+    print(f"wrote {out}: {args.n} tasks of {s.name} (seed {args.seed}); {sample.describe()}")
     return 0
 
 
@@ -105,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
     sp.set_defaults(fn=_cmd_sample)
+    sp = with_set(sub.add_parser("preview", help="draw sampled tasks (start, routes, conflict-zone arrival) as a PNG"))
+    sp.add_argument("name", help="scenario name or path (intersection)")
+    sp.add_argument("-n", type=int, default=16, help="number of tasks (default 16)")
+    sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sp.add_argument("--columns", type=int, default=4, help="panels per row (default 4)")
+    sp.add_argument("--out", default="preview.png", help="PNG file to write (default preview.png)")
+    sp.set_defaults(fn=_cmd_preview)
     return p
 
 

@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({t.iterations} iterations x {t.meta_batch_size} tasks x {t.episodes_per_task} episodes)",
             file=sys.stderr,
         )
+        if scenario is not None and scenario.constraints:  # issue 14: rejection sampling's cost, up front
+            print(f"task sampling: {len(scenario.constraints)} constraints, estimated "
+                  f"{scenario.acceptance().describe()}", file=sys.stderr)
         result = train(
             config,
             Path(args.resume or args.out) if (args.resume or args.out) else None,
