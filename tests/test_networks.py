@@ -95,8 +95,9 @@ def test_grouped_distribution_equals_one_call_per_parameter_set(kind):
     with torch.no_grad():
         grouped = GroupedPolicy(policy, params, group_size=5).distribution(obs)
         separate = [policy.distribution(chunk, p) for chunk, p in zip(obs.split(5), params, strict=True)]
+    # Bit-identical with one torch thread (the CLIs' default); with more, matmul blocking may differ in the last bit.
     if kind == "categorical":
-        assert torch.equal(grouped.logits, torch.cat([d.logits for d in separate]))
+        torch.testing.assert_close(grouped.logits, torch.cat([d.logits for d in separate]))
     else:
         torch.testing.assert_close(grouped.base_dist.loc, torch.cat([d.base_dist.loc for d in separate]))
         torch.testing.assert_close(grouped.base_dist.scale, torch.cat([d.base_dist.scale for d in separate]))
