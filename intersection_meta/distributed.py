@@ -30,7 +30,7 @@ import torch
 
 from intersection_meta.adaptation import GroupedPolicy
 from intersection_meta.config import EnvConfig
-from intersection_meta.envs.factory import make_batch_env
+from intersection_meta.envs.factory import make_batch_env, resolve_backend
 from intersection_meta.rollout import Episodes, collect_episodes, concat, index_episodes
 from intersection_meta.tasks import Task
 
@@ -264,13 +264,21 @@ class RaySampler:
             :class:`RayError`, never hangs.
         max_restarts: how often Ray restarts a dead actor (its pending slice is re-run each time).
         threads: torch threads per actor.
+        fast_backend_ok: accept batches on the fast backend (only to measure Ray's overhead on it:
+            ``benchmarks/ray_scaling.py``); by default they are a :class:`RayError`.
 
     Call :func:`connect` first (or ``ray.init``). The actors start at the first collection, with a copy of the
     policy module; :meth:`close` stops them.
     """
 
     def __init__(
-        self, workers: int, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_restarts: int = 3, threads: int = 1
+        self,
+        workers: int,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_restarts: int = 3,
+        threads: int = 1,
+        fast_backend_ok: bool = False,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise RayError(f"ray_workers must be a positive integer, got {workers!r}")
@@ -278,14 +286,24 @@ class RaySampler:
             raise RayError(f"the Ray timeout must be positive, got {timeout_s!r}")
         self.ray = import_ray()
         self.workers, self.timeout_s, self.max_restarts, self.threads = workers, float(timeout_s), max_restarts, threads
+        self.fast_backend_ok = fast_backend_ok
         self.started: list[Any] = []
 
     def open(self, tasks: Sequence[Task], env: EnvConfig) -> _RayBatch:
+        """Slots for ``tasks``; the fast backend is refused unless ``fast_backend_ok`` (see the class doc)."""
+        if not self.fast_backend_ok and resolve_backend(env.backend, tasks[0]) == "fast":
+            raise RayError(
+                "--ray does not run the fast backend: Ray costs more per iteration than the fast simulator takes "
+                "(README, 'Scaling out'); train without --ray, or with --backend highway on Ray"
+            )
         return _RayBatch(self, tasks, env)
 
     def actors(self, policy: torch.nn.Module) -> list[Any]:
         """The actors, started on first use with a copy of ``policy`` (its parameters are sent per phase)."""
         if not self.started:
+            cpus = self.ray.cluster_resources().get("CPU", 0)
+            if self.workers > cpus:
+                raise RayError(f"ray_workers={self.workers} actors need 1 CPU each; the Ray cluster has {cpus:g}")
             remote = self.ray.remote(num_cpus=1, max_restarts=self.max_restarts, max_task_retries=self.max_restarts)(
                 RolloutWorker
             )
