@@ -1,9 +1,10 @@
 """What Ray rollout actors buy (or cost) per meta-iteration: in process vs 1 and 2 Ray actors.
 
-Run: ``python benchmarks/ray_scaling.py [--iterations 4] [--cases highway,lunarlander,fast]``. For each case it
+Run: ``python benchmarks/ray_scaling.py [--iterations 4] [--repeats 2] [--cases highway,lunarlander,fast]``. For each case it
 trains the same run in process and with ``RaySampler(1)`` and ``RaySampler(2)`` on a local Ray instance
 (2 CPUs, loopback, no dashboard), checks the metrics are identical, and prints the mean sampling time and
-iteration time per iteration (the first iteration, which starts the actors, is left out) and the ratios.
+iteration time per iteration (the first iteration, which starts the actors, is left out) and the ratios. The three
+set-ups alternate ``--repeats`` times and their times are averaged, so a change of load hits all three alike.
 The machine's load average is printed beside them: on a shared 2-core machine absolute times are noisy, the
 ratios less so.
 """
@@ -43,6 +44,7 @@ CASES: dict[str, tuple[dict, list[str]]] = {
 
 
 def measure(case: str, iterations: int, workers: int | None, out: Path) -> dict:
+    """One training of ``case`` in process (``workers`` None) or on ``workers`` Ray actors: its mean times."""
     values, sets = CASES[case]
     config = make_config({**values, "meta.algo": "maml", "train.iterations": iterations, "train.eval_tasks": 0})
     sampler = None if workers is None else RaySampler(workers, fast_backend_ok=True)
@@ -50,7 +52,7 @@ def measure(case: str, iterations: int, workers: int | None, out: Path) -> dict:
     try:
         result = train(
             config,
-            out / f"{case}_{workers}",
+            Path(tempfile.mkdtemp(dir=out)),
             progress=False,
             tensorboard=False,
             scenario=load_scenario(values["train.scenario"], sets),
@@ -74,6 +76,7 @@ def measure(case: str, iterations: int, workers: int | None, out: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
@@ -82,8 +85,12 @@ def main() -> None:
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
-            runs = [measure(case, args.iterations, w, Path(tmp)) for w in (None, 1, 2)]
-            same = all(json.dumps(r["metrics"]) == json.dumps(runs[0]["metrics"]) for r in runs)
+            trials = [[measure(case, args.iterations, w, Path(tmp)) for w in (None, 1, 2)] for _ in range(args.repeats)]
+            same = all(json.dumps(r["metrics"]) == json.dumps(trials[0][0]["metrics"]) for t in trials for r in t)
+            runs = [
+                {**setup[0], **{k: statistics.mean(r[k] for r in setup) for k in ("sampling_s", "iteration_s", "load")}}
+                for setup in zip(*trials, strict=True)
+            ]
             base, one, two = runs
             for r in runs:
                 r.pop("metrics")
