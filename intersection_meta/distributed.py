@@ -59,6 +59,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
         address: None or ``""`` starts a local instance (``num_cpus`` CPUs, default all; no dashboard);
             ``auto`` joins the cluster started on this machine with ``ray start``; ``ray://HOST:PORT`` joins a
             remote cluster through Ray Client. Nothing happens if Ray is already initialised.
+        num_cpus: CPUs of a local instance (default: all of this machine's).
 
     Raises:
         RayError: Ray is not installed or the cluster cannot be reached.
@@ -70,7 +71,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     if address:
         kwargs["address"] = address
     else:
-        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
+        # a private instance: loopback only, no dashboard
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
@@ -123,16 +125,19 @@ class PaddedSliceEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.total)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.total)
 
+    def _pad(self, value: Any) -> Any:
+        return _pad_rows(value, self.lo, self.n, self.total)
+
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         obs, infos = self.inner.reset(seed=None if seed is None else int(seed) + self.lo, options=options)
-        return _pad_rows(np.asarray(obs), self.lo, self.n, self.total), _pad_rows(infos, self.lo, self.n, self.total)
+        return self._pad(np.asarray(obs)), self._pad(infos)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         obs, rewards, terminated, truncated, infos = self.inner.step(np.asarray(actions)[self.lo : self.lo + self.n])
-        done = np.ones(self.total, dtype=bool)
+        done = np.ones(self.total, dtype=bool)  # the dummies end at once
         done[self.lo : self.lo + self.n] = np.asarray(terminated, dtype=bool)
-        pad = lambda x: _pad_rows(x, self.lo, self.n, self.total)  # noqa: E731
-        return pad(np.asarray(obs)), pad(np.asarray(rewards)), done, pad(np.asarray(truncated, dtype=bool)), pad(infos)
+        truncated = np.asarray(truncated, dtype=bool)
+        return self._pad(np.asarray(obs)), self._pad(np.asarray(rewards)), done, self._pad(truncated), self._pad(infos)
 
     def close(self, **kwargs: Any) -> None:
         self.inner.close()
@@ -329,6 +334,8 @@ class RaySampler:
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             raise RayError(f"ray: collecting {what} failed: {type(cause).__name__}: {_first_line(cause)}") from None
+        except ray.exceptions.RayError as exc:  # lost objects, a lost node, ...
+            raise RayError(f"ray: waiting for {what} failed: {type(exc).__name__}: {_first_line(exc)}") from None
 
     def close(self) -> None:
         for actor in self.started:

@@ -1,6 +1,6 @@
 """Ray (issue 11), against a local Ray instance started here (2 CPUs, loopback only, no dashboard).
 
-Slow (about 2 minutes): run with ``pip install -e '.[test,ray]' && python -m pytest -m slow tests/test_ray.py``.
+Slow (about 3 minutes): run with ``pip install -e '.[test,ray]' && python -m pytest -m slow tests/test_ray.py``.
 Without Ray these tests fail with the install command; they are never skipped.
 """
 
@@ -36,6 +36,8 @@ HIGHWAY = {
     "policy.hidden_sizes": [8],
 }
 HIGHWAY_SCENARIO_SETS = ["episode.duration_s=4"]
+#: Timing columns of results.csv (they differ between any two runs).
+RESULT_TIMING = frozenset({"wall_time_s", "peak_rss_mb", "time_iteration_s"})
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,12 @@ def ray_instance():
 
 def _without_timing(rows: list[dict], timing: frozenset[str]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in timing} for row in rows]
+
+
+def _results(bench_dir: Path) -> list[dict]:
+    """The rows of a benchmark's results.csv, timing columns aside."""
+    with (bench_dir / "results.csv").open(newline="") as fh:
+        return _without_timing(list(csv.DictReader(fh)), RESULT_TIMING)
 
 
 def _same_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> bool:
@@ -86,14 +94,8 @@ def test_sweep_gives_the_same_results_with_ray(tmp_path: Path, ray_instance, cap
     err = capsys.readouterr().err
     assert "on Ray (2 CPUs)" in err and "[4/4]" in err
 
-    def results(name: str) -> list[dict]:
-        with (tmp_path / name / "results.csv").open(newline="") as fh:
-            return list(csv.DictReader(fh))
-
-    timing = frozenset({"wall_time_s", "peak_rss_mb", "time_iteration_s"})
-    local, on_ray = results("local"), results("ray")
-    assert len(local) == 2 * 2 * 2
-    assert _without_timing(local, timing) == _without_timing(on_ray, timing)
+    local = _results(tmp_path / "local")
+    assert len(local) == 2 * 2 * 2 and local == _results(tmp_path / "ray")
 
     # resume and skip behave as with local processes
     assert bench.main([*sweep, "--ray", "--out", str(tmp_path / "ray")]) == 0
@@ -152,3 +154,56 @@ def test_fast_backend_and_impossible_requests_are_clear_errors(tmp_path: Path, r
     policy = build_policy(*observation_and_action_spaces(tasks[0]), hidden_sizes=(4,))
     with pytest.raises(RayError, match="ray_workers=3 actors need 1 CPU each; the Ray cluster has 2"):
         batch.collect(policy, seed=0)
+
+
+def _descendants_named(title: str) -> list[int]:
+    """Pids of this process's descendants whose command line starts with ``title`` (Ray's worker titles)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                names[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, name in names.items() if name.startswith(title) and ours(pid)]
+
+
+def test_a_sweep_run_whose_worker_dies_is_retried_and_resumed(tmp_path: Path, ray_instance, capsys):
+    sweep = [
+        "--suite", "cartpole_physics", "--algos", "fomaml", "--seeds", "1", "--iterations", "6",
+        "--set", "meta_batch_size=2", "--set", "episodes_per_task=4", "--set", "eval_tasks=0",
+        "--set", "hidden_sizes=[8]",
+    ]  # fmt: skip
+    assert bench.main([*sweep, "--jobs", "1", "--out", str(tmp_path / "local")]) == 0
+    metrics = tmp_path / "ray" / "runs" / "fomaml__s0" / "metrics.csv"
+    killed: list[int] = []
+
+    def kill_mid_run() -> None:
+        for _ in range(600):
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # 2 iterations done
+                pids = _descendants_named("ray::run_one")
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                    return
+            threading.Event().wait(0.05)
+
+    killer = threading.Thread(target=kill_mid_run)
+    killer.start()
+    assert bench.main([*sweep, "--ray", "--out", str(tmp_path / "ray")]) == 0
+    killer.join()
+    assert killed, "the sweep finished before its worker could be killed"
+    assert "[1/1] fomaml seed 0: resumed" in capsys.readouterr().err  # the retry resumed the checkpointed run
+    local = _results(tmp_path / "local")
+    assert len(local) == 6 and local == _results(tmp_path / "ray")
