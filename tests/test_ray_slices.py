@@ -113,3 +113,19 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
         import_ray()
     with pytest.raises(RayError, match="not installed"):
         RaySampler(2)
+
+
+def test_ray_workers_is_taken_out_of_the_set_items_and_checked(capsys):
+    from intersection_meta.cli import train as train_cli
+    from intersection_meta.config import ConfigError
+
+    assert train_cli.pop_ray_workers(["meta_batch_size=4", "ray_workers=3", "other.speed_mps=[6,9]"]) == (
+        3,
+        ["meta_batch_size=4", "other.speed_mps=[6,9]"],
+    )
+    assert train_cli.pop_ray_workers(["pg.gamma=0.9"]) == (None, ["pg.gamma=0.9"])
+    for bad in ("ray_workers=0", "ray_workers=two", "ray_workers"):
+        with pytest.raises(ConfigError, match="ray_workers: got .*expected a positive integer"):
+            train_cli.pop_ray_workers([bad])
+    assert train_cli.main(["--scenario", "cartpole_physics", "--set", "ray_workers=2"]) == 2
+    assert capsys.readouterr().err.strip().endswith("error: --set ray_workers=... needs --ray")

@@ -85,7 +85,7 @@ def pop_ray_workers(items: Sequence[str]) -> tuple[int | None, list[str]]:
     return workers, rest
 
 
-def _ray_sampler(address: str | None, workers: int | None):
+def _ray_sampler(address: str | None, workers: int | None) -> Any:
     """The Ray sampler of ``--ray ADDRESS`` with ``workers`` actors (default: the cluster's CPUs), or None."""
     from intersection_meta.distributed import RayError, RaySampler, connect
 
