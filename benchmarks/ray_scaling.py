@@ -4,7 +4,9 @@ Run: ``python benchmarks/ray_scaling.py [--iterations 4] [--repeats 2] [--cases 
 trains the same run in process and with ``RaySampler(1)`` and ``RaySampler(2)`` on a local Ray instance
 (2 CPUs, loopback, no dashboard), checks the metrics are identical, and prints the mean sampling time and
 iteration time per iteration (the first iteration, which starts the actors, is left out) and the ratios. The three
-set-ups alternate ``--repeats`` times and their times are averaged, so a change of load hits all three alike.
+set-ups run ``--repeats`` times, in alternating order after an uncounted warm-up, and their times are averaged,
+so a drift in load hits all three alike. ``RAY_worker_niceness=0`` runs the actors at the driver's priority
+(Ray's default, 15, starves them on a machine shared with other jobs).
 The machine's load average is printed beside them: on a shared 2-core machine absolute times are noisy, the
 ratios less so.
 """
@@ -41,6 +43,10 @@ CASES: dict[str, tuple[dict, list[str]]] = {
     # the fast backend at the default meta-batch (20 tasks x 20 episodes)
     "fast": ({"train.scenario": "yield_left", "env.backend": "fast"}, []),
 }  # fmt: skip
+
+
+#: In process (None), then 1 and 2 Ray actors.
+SETUPS: tuple[int | None, ...] = (None, 1, 2)
 
 
 def measure(case: str, iterations: int, workers: int | None, out: Path) -> dict:
@@ -85,7 +91,12 @@ def main() -> None:
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
-            trials = [[measure(case, args.iterations, w, Path(tmp)) for w in (None, 1, 2)] for _ in range(args.repeats)]
+            measure(case, 2, None, Path(tmp))  # warm-up (imports, first env construction), not counted
+            trials = []
+            for repeat in range(args.repeats):  # the order alternates, so drifts in load hit every set-up alike
+                order = SETUPS if repeat % 2 == 0 else SETUPS[::-1]
+                times = {w: measure(case, args.iterations, w, Path(tmp)) for w in order}
+                trials.append([times[w] for w in SETUPS])
             same = all(json.dumps(r["metrics"]) == json.dumps(trials[0][0]["metrics"]) for t in trials for r in t)
             runs = [
                 {**setup[0], **{k: statistics.mean(r[k] for r in setup) for k in ("sampling_s", "iteration_s", "load")}}
