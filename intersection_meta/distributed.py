@@ -230,22 +230,21 @@ class _RayBatch:
         state = _detached(module.state_dict())
         jobs = []
         for lo, hi in self.slices:
-            common = {"batch_key": self.key, "tasks": self.tasks[lo:hi], "lo": lo, "total": len(self.tasks)}
-            if groups is None:
-                jobs.append(SliceJob(**common, env=self.env, seed=seed, state=state))
-            else:
-                g0, g1 = lo // size, -(-hi // size)
-                jobs.append(
-                    SliceJob(
-                        **common,
-                        env=self.env,
-                        seed=seed,
-                        state=state,
-                        groups=tuple(groups[g0:g1]),
-                        first_group=g0,
-                        group_size=size,
-                    )
+            g0, g1 = (lo // size, -(-hi // size)) if groups is not None else (0, 0)  # groups overlapping the slice
+            jobs.append(
+                SliceJob(
+                    batch_key=self.key,
+                    tasks=self.tasks[lo:hi],
+                    lo=lo,
+                    total=len(self.tasks),
+                    env=self.env,
+                    seed=seed,
+                    state=state,
+                    groups=None if groups is None else tuple(groups[g0:g1]),
+                    first_group=g0,
+                    group_size=size,
                 )
+            )
         return jobs
 
     def collect(self, policy: Any, *, seed: int) -> Episodes:
