@@ -297,7 +297,7 @@ class RaySampler:
         """Slots for ``tasks``; the fast backend is refused unless ``fast_backend_ok`` (see the class doc)."""
         if not self.fast_backend_ok and resolve_backend(env.backend, tasks[0]) == "fast":
             raise RayError(
-                "--ray does not run the fast backend: Ray costs more per iteration than the fast simulator takes "
+                "--ray does not run the fast backend: 2 Ray actors were slower than the fast simulator in process "
                 "(README, 'Scaling out'); train without --ray, or with --backend highway on Ray"
             )
         return _RayBatch(self, tasks, env)
