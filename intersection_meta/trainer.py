@@ -42,14 +42,14 @@ from intersection_meta.checkpoint import (
 )
 from intersection_meta.config import RunConfig, make_config
 from intersection_meta.envs.factory import (
-    make_batch_env,
     observation_and_action_spaces,
     resolve_backend,
     simulator_name,
 )
 from intersection_meta.meta import MetaLearner
 from intersection_meta.networks import build_policy
-from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
+from intersection_meta.rollout import Episodes, split_by_task
+from intersection_meta.sampler import LocalSampler, Sampler, SlotBatch
 from intersection_meta.scenario import Scenario, load_scenario
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import task_from_dict, task_to_dict
@@ -254,8 +254,9 @@ class ProgressBar:
 class Trainer:
     """Holds the run's state (policy, learner, optimiser, scenario) and runs meta-iterations."""
 
-    def __init__(self, config: RunConfig, scenario: Scenario | None = None) -> None:
+    def __init__(self, config: RunConfig, scenario: Scenario | None = None, sampler: Sampler | None = None) -> None:
         self.config = config
+        self.sampler = sampler or LocalSampler()  # where episodes are collected (see sampler.py)
         self.scenario = scenario or load_scenario(config.train.scenario)
         self.backend = resolve_backend(config.env.backend, self.scenario.medium_task())  # for the run's records
         probe_task = self.scenario.medium_task()
@@ -296,10 +297,8 @@ class Trainer:
         self.wall_time_s = float(raw.get("extra", {}).get("wall_time_s", 0.0))
 
     # -- one meta-iteration ----------------------------------------------------------------------
-    def _vector_env(self, tasks: list) -> Any:
-        # Built once per batch of slots and reused for the pre- and post-adaptation rollouts: collect_episodes
-        # reseeds every sub-env on reset, so construction needs no seed.
-        return make_batch_env(tasks, self.config.env)
+    def _vector_env(self, tasks: list) -> SlotBatch:
+        return self.sampler.open(tasks, self.config.env)
 
     def step(self) -> dict[str, float]:
         """Run one meta-iteration and return its metrics row."""
@@ -315,7 +314,7 @@ class Trainer:
             try:
                 with clock("sampling"):
                     seed_in = derive_seed(cfg.seed, k, _PHASE_DIRECTED_IN)
-                    med_in = collect_episodes(medium_env, self.policy, None, seed=seed_in)
+                    med_in = medium_env.collect(self.policy, seed=seed_in)
                 med_out = None
                 if learner.directed.adapt_first:
                     with clock("directed"):
@@ -323,7 +322,7 @@ class Trainer:
                     with clock("sampling"):
                         grouped = GroupedPolicy(self.policy, [adapted], len(medium))
                         seed_out = derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT)
-                        med_out = collect_episodes(medium_env, grouped, None, seed=seed_out)
+                        med_out = medium_env.collect(grouped, seed=seed_out)
                     steps += _env_steps(med_out)
             finally:
                 medium_env.close()
@@ -338,14 +337,14 @@ class Trainer:
             vec_env = self._vector_env(slots)
         try:
             with clock("sampling"):
-                pre = collect_episodes(vec_env, self.policy, None, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
+                pre = vec_env.collect(self.policy, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
             pre_by_task = split_by_task(pre, len(tasks))
             with clock("inner"):
                 theta = learner.params()
                 adapted = [learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
             with clock("sampling"):
                 grouped = GroupedPolicy(self.policy, adapted, cfg.episodes_per_task)
-                post = collect_episodes(vec_env, grouped, None, seed=derive_seed(cfg.seed, k, _PHASE_POST))
+                post = vec_env.collect(grouped, seed=derive_seed(cfg.seed, k, _PHASE_POST))
         finally:
             vec_env.close()
         post_by_task = split_by_task(post, len(tasks))
@@ -417,6 +416,7 @@ def train(
     on_iteration: Callable[[dict[str, float]], None] | None = None,
     stop_after: int | None = None,
     scenario: Scenario | None = None,
+    sampler: Sampler | None = None,
 ) -> TrainResult:
     """Meta-train according to ``config`` into ``out_dir`` (created; must be new unless ``resume``).
 
@@ -426,6 +426,8 @@ def train(
             and must not conflict with ``config`` (only ``iterations`` may be raised).
         stop_after: stop after this many iterations in this call (for tests of interruption); the run stays
             resumable.
+        sampler: where episodes are collected (default: :class:`~intersection_meta.sampler.LocalSampler`, in
+            this process; ``distributed.RaySampler`` for Ray actors, with identical metrics). Not closed here.
 
     Raises:
         TrainError: the output directory is unusable or the resume does not match.
@@ -441,7 +443,7 @@ def train(
         stored = make_config(raw["config"], source=f"{ckpt_path} (config)")
         iterations = max(config.train.iterations, stored.train.iterations)
         config = make_config({"train.iterations": iterations}, base=stored)
-        trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"))
+        trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"), sampler)
         trainer.load_state(raw)
     else:
         scenario = scenario or load_scenario(config.train.scenario)
@@ -450,7 +452,7 @@ def train(
             raise TrainError(
                 f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose another --out"
             )
-        trainer = Trainer(config, scenario)
+        trainer = Trainer(config, scenario, sampler)
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     _write_run_config(out_dir, trainer)

@@ -6,8 +6,10 @@ tree (uncommitted changes are not part of it, as in CI), then:
 * ``pip install CLONE`` (a wheel build, not editable) into a new venv, and from a directory outside the clone:
   lists the scenarios, trains yield_left for one iteration, runs ``intersection-meta-replay --help`` and replays the
   shipped policy by name; the clone stays clean and nothing is installed as a top-level ``viz``;
-* ``pip install -e CLONE`` into the same venv: the clone stays clean, and a run records the clone's commit without
-  ``-dirty``.
+* ``pip install -e CLONE`` into a second new venv: the clone stays clean, and a run records the clone's commit
+  without ``-dirty``. (Not the same venv: a run of the installed package writes numba's compiled-kernel cache into
+  ``site-packages/intersection_meta/envs/fast/__pycache__``, which ``pip uninstall`` leaves behind, and that stale
+  folder would shadow the editable install's ``intersection_meta.envs``.)
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ def test_non_editable_install_works_from_anywhere(installed):
     assert _git_status(clone) == "", "pip install . left files git does not ignore"
 
 
-def test_editable_install_keeps_the_clone_clean(installed):
-    bin_dir, clone, elsewhere = installed
+def test_editable_install_keeps_the_clone_clean(installed, tmp_path):
+    _, clone, elsewhere = installed
+    _run([sys.executable, "-m", "venv", str(tmp_path / "venv")], tmp_path)
+    bin_dir = tmp_path / "venv" / "bin"
     _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "-e", str(clone)], elsewhere)
     assert _git_status(clone) == ""
     assert "--checkpoint" in _run([str(bin_dir / "intersection-meta-replay"), "--help"], elsewhere)

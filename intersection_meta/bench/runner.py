@@ -1,4 +1,6 @@
-"""Benchmark runner: train (or resume, or skip) every (algorithm, seed) run in its own worker process."""
+"""Benchmark runner: train (or resume, or skip) every (algorithm, seed) run in its own worker process, on this
+machine (:class:`LocalExecutor`) or as Ray tasks (:class:`RayExecutor`); the run directories, and so
+``results.csv`` and the report, do not depend on the executor."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,40 +160,93 @@ def run_one(spec: RunSpec) -> RunOutcome:
     )
 
 
-def run_all(specs: Sequence[RunSpec], jobs: int, log: Any = None) -> list[RunOutcome]:
-    """Run ``specs`` in ``jobs`` fresh worker processes (one process per run, so peak memory is per run).
+class LocalExecutor:
+    """Runs in ``jobs`` fresh worker processes on this machine (one process per run, so peak memory is per run)."""
 
-    Prints one line per finished run with a running count to ``log`` (default: ``sys.stderr``).
+    def __init__(self, jobs: int) -> None:
+        self.jobs = max(1, int(jobs))
+
+    @property
+    def parallel_runs(self) -> int:
+        return self.jobs
+
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+        """The outcome of every spec, as the runs finish."""
+        # forkserver: each run forks from a server that has already imported torch (saves ~5 s per run over
+        # spawn) and starts from a clean single-threaded process (plain fork after torch use is unsafe).
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["intersection_meta.trainer"])
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(run_one, spec): spec for spec in specs}
+            for future in as_completed(futures):
+                spec = futures[future]
+                try:
+                    yield future.result()
+                except Exception as exc:  # a worker crash (e.g. killed) must not lose the other runs
+                    yield RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+class RayExecutor:
+    """Runs each run as a Ray task asking for ``cpus_per_run`` CPUs, in a fresh worker process per run.
+
+    A run whose worker dies, or that raises an unexpected exception, is retried up to ``max_retries`` times; the
+    retry resumes from the run's last checkpoint (``run_one`` resumes a partial run). Call
+    ``distributed.connect`` first.
     """
+
+    def __init__(self, *, cpus_per_run: float = 1.0, max_retries: int = 3, poll_s: float = 60.0) -> None:
+        from intersection_meta.distributed import import_ray
+
+        self.ray = import_ray()
+        self.cpus_per_run, self.max_retries, self.poll_s = float(cpus_per_run), int(max_retries), float(poll_s)
+
+    @property
+    def parallel_runs(self) -> int:
+        """Runs the cluster can hold at once (its CPUs over the CPUs per run)."""
+        return max(1, int(self.ray.cluster_resources().get("CPU", 0) // self.cpus_per_run))
+
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
+        ray = self.ray
+        largest = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if largest < self.cpus_per_run:
+            raise BenchError(f"--ray: each run asks for {self.cpus_per_run:g} CPUs; the largest node has {largest:g}")
+        task = ray.remote(
+            num_cpus=self.cpus_per_run, max_retries=self.max_retries, retry_exceptions=True, max_calls=1
+        )(run_one)
+        pending = {task.remote(spec): spec for spec in specs}
+        while pending:
+            # the poll keeps the driver responsive (Ctrl-C); a run itself may take hours, so no overall limit
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+            for ref in done:
+                spec = pending.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except (ray.exceptions.RayError, OSError) as exc:  # retries exhausted
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    yield RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {first}")
+
+
+def run_all(specs: Sequence[RunSpec], executor: LocalExecutor | RayExecutor, log: Any = None) -> list[RunOutcome]:
+    """Run ``specs`` on ``executor``, printing one line per finished run with a running count to ``log``
+    (default: ``sys.stderr``)."""
     log = sys.stderr if log is None else log
     outcomes: list[RunOutcome] = []
     total = len(specs)
-    # forkserver: each run forks from a server that has already imported torch (saves ~5 s per run over spawn)
-    # and starts from a clean single-threaded process (plain fork after torch use is unsafe).
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["intersection_meta.trainer"])
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_one, spec): spec for spec in specs}
-        for future in as_completed(futures):
-            spec = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a worker crash (e.g. killed) must not lose the other runs
-                outcome = RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}")
-            outcomes.append(outcome)
-            if outcome.status == "failed":
-                detail = outcome.error
-            else:
-                detail = (
-                    f"{outcome.iterations} it, train time {outcome.wall_time_s:.0f} s, "
-                    f"final return_post {outcome.final_return_post:.1f}"
-                )
-            print(
-                f"[{len(outcomes)}/{total}] {outcome.algo} seed {outcome.seed}: {outcome.status} "
-                f"({detail}; {outcome.elapsed_s:.0f} s here)",
-                file=log,
-                flush=True,
+    for outcome in executor.run(specs):
+        outcomes.append(outcome)
+        if outcome.status == "failed":
+            detail = outcome.error
+        else:
+            detail = (
+                f"{outcome.iterations} it, train time {outcome.wall_time_s:.0f} s, "
+                f"final return_post {outcome.final_return_post:.1f}"
             )
+        print(
+            f"[{len(outcomes)}/{total}] {outcome.algo} seed {outcome.seed}: {outcome.status} "
+            f"({detail}; {outcome.elapsed_s:.0f} s here)",
+            file=log,
+            flush=True,
+        )
     return outcomes

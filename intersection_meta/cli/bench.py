@@ -21,12 +21,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from intersection_meta.bench.report import make_report
-from intersection_meta.bench.runner import BenchError, RunSpec, run_all, run_dir_name
-from intersection_meta.cli.options import add_set_argument
+from intersection_meta.bench.runner import BenchError, LocalExecutor, RunSpec, run_all, run_dir_name
+from intersection_meta.cli.options import add_ray_argument, add_set_argument
 from intersection_meta.config import make_config, split_overrides
 from intersection_meta.registry import ALGORITHMS
 from intersection_meta.schema import LoadError
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, required=True, help="meta-iterations per run")
     p.add_argument("--out", help="benchmark directory (default runs/bench/SUITE)")
     p.add_argument("--report-dir", help="where results.csv, report.md and plots go (default: --out)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores; not with --ray)")
+    add_ray_argument(p, "run every (algorithm, seed) as a Ray task asking for 1 CPU, retried if its worker dies")
     add_set_argument(p, "run-config (train.meta_batch_size=10) or scenario (other.speed_mps=[6,9]) key, every run")
     p.add_argument(
         "--target-return",
@@ -65,6 +67,20 @@ def _parse_algos(text: str) -> list[str]:
     if len(set(algos)) != len(algos):
         raise BenchError(f"--algos: duplicate entries in {text!r}")
     return algos
+
+
+def _executor(ray_address: str | None, jobs: int) -> LocalExecutor | Any:
+    """Local worker processes, or Ray tasks on the instance or cluster ``--ray`` names."""
+    if ray_address is None:
+        return LocalExecutor(jobs)
+    from intersection_meta.bench.runner import RayExecutor
+    from intersection_meta.distributed import RayError, connect
+
+    try:
+        connect(ray_address)
+        return RayExecutor()
+    except RayError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = base.to_dict()  # identical for every run, except the algorithm and the seed
     del settings["meta"]["algo"], settings["train"]["seed"]
     jobs = args.jobs
+    if not args.report_only:
+        try:
+            executor = _executor(args.ray, args.jobs)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        jobs = executor.parallel_runs
     out.mkdir(parents=True, exist_ok=True)
     stored = out / "bench.yaml"
     if args.report_only and stored.exists():
@@ -131,18 +154,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             for s in seeds
             for a in algos
         ]
+        where = f"on Ray ({jobs} CPUs)" if args.ray is not None else f"with {jobs} jobs"
         print(
             f"bench: {len(specs)} runs ({len(algos)} algorithms x {len(seeds)} seeds, {args.iterations} "
-            f"iterations) of {scenario.name} with {args.jobs} jobs into {out}",
+            f"iterations) of {scenario.name} {where} into {out}",
             file=sys.stderr,
             flush=True,
         )
         t0 = time.perf_counter()
         try:
-            outcomes = run_all(specs, args.jobs)
+            outcomes = run_all(specs, executor)
         except KeyboardInterrupt:
             print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
             return 130
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         failed = [o for o in outcomes if o.status == "failed"]
         print(
             f"bench: {len(outcomes) - len(failed)}/{len(outcomes)} runs complete in {time.perf_counter() - t0:.0f} s",

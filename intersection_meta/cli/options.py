@@ -1,4 +1,4 @@
-"""Options shared by the command lines: ``--set`` and ``--threads``."""
+"""Options shared by the command lines: ``--set``, ``--threads`` and ``--ray``."""
 
 from __future__ import annotations
 
@@ -26,3 +26,16 @@ def set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+
+
+def add_ray_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray [ADDRESS]``: None without the flag, ``""`` (a new local instance) with no address."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=what + "; no ADDRESS starts a local Ray instance, 'auto' joins the cluster of this machine "
+        "(ray start), ray://HOST:PORT a remote one (needs the [ray] extra)",
+    )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from intersection_meta.cli.options import add_set_argument, add_threads_argument, set_torch_threads
+from intersection_meta.cli.options import add_ray_argument, add_set_argument, add_threads_argument, set_torch_threads
 from intersection_meta.config import RunConfig, config_help, load_config_file, make_config, split_overrides
 from intersection_meta.registry import ALGORITHMS, BACKENDS
 from intersection_meta.schema import LoadError
@@ -51,8 +51,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads_argument(p)
+    add_ray_argument(
+        p,
+        "sample each iteration's rollouts on Ray actors (--set ray_workers=N, default: the cluster's CPUs; "
+        "highway-env, CartPole and LunarLander; identical metrics)",
+    )
     p.add_argument("--help-config", action="store_true", help="list the run-config keys by section and exit")
     return p
+
+
+#: The ``--set`` key of the number of Ray rollout actors: how the run executes, not what it computes (the metrics do
+#: not depend on it), so it is not a run-config key and is not stored with the run.
+RAY_WORKERS_KEY = "ray_workers"
+
+
+def pop_ray_workers(items: Sequence[str]) -> tuple[int | None, list[str]]:
+    """``--set ray_workers=N`` taken out of the ``--set`` items: ``(N or None, the other items)``.
+
+    Raises:
+        ConfigError: N is not a positive integer.
+    """
+    from intersection_meta.config import ConfigError
+
+    workers, rest = None, []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if key.strip() != RAY_WORKERS_KEY:
+            rest.append(item)
+            continue
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--set {item}", RAY_WORKERS_KEY, f"got {value.strip()!r}; expected a positive integer")
+        workers = int(value)
+    return workers, rest
+
+
+def _ray_sampler(address: str | None, workers: int | None) -> Any:
+    """The Ray sampler of ``--ray ADDRESS`` with ``workers`` actors (default: the cluster's CPUs), or None."""
+    from intersection_meta.distributed import RayError, RaySampler, connect
+
+    if address is None:
+        if workers is not None:
+            raise RayError(f"--set {RAY_WORKERS_KEY}=... needs --ray")
+        return None
+    ray = connect(address)
+    return RaySampler(workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, list[tuple[str, Any]]]:
@@ -100,10 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     set_torch_threads(args.threads)
     from intersection_meta.checkpoint import CheckpointError
+    from intersection_meta.distributed import RayError
     from intersection_meta.scenario import load_scenario
     from intersection_meta.trainer import TrainError, train
 
+    sampler = None
     try:
+        ray_workers, args.set = pop_ray_workers(args.set)
         config, scenario_sets = resolve_config(args)
         if args.resume:
             if args.out and Path(args.out) != Path(args.resume):
@@ -120,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if scenario is not None and scenario.constraints:  # issue 14: rejection sampling's cost, up front
             print(f"task sampling: {len(scenario.constraints)} constraints, estimated "
                   f"{scenario.acceptance().describe()}", file=sys.stderr)
+        sampler = _ray_sampler(args.ray, ray_workers)
         result = train(
             config,
             Path(args.resume or args.out) if (args.resume or args.out) else None,
@@ -127,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             tensorboard=not args.no_tensorboard,
             scenario=scenario,
+            sampler=sampler,
         )
-    except (LoadError, TrainError, CheckpointError) as exc:
+    except (LoadError, TrainError, CheckpointError, RayError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -139,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        if sampler is not None:
+            sampler.close()
     ckpt_path = result.checkpoint
     print(f"\nrun directory: {result.out_dir}\ncheckpoint:    {ckpt_path}")
     best = None
