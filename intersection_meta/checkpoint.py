@@ -5,7 +5,8 @@ Contents (all loadable with ``torch.load(weights_only=True)``: tensors, dicts, l
     format_version   int, FORMAT_VERSION
     algo             str
     iteration        int, meta-iterations completed
-    policy_state     the policy's state_dict (meta-trained initial parameters)
+    policy_state     the policy's state_dict (meta-trained initial parameters; with policy.input_norm: fitted also
+                     the input statistics input_norm.mean / input_norm.std)
     meta_state       learner state (e.g. Meta-SGD per-parameter step sizes) as a dict of tensors
     optimizer_state  outer optimiser state_dict
     config           the resolved RunConfig as a dict of sections (checkpoints written before the sections hold a
@@ -211,7 +212,9 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
                 f"pass --scenario {sc.name} or a checkpoint trained on '{wanted}'"
             )
     obs_space, act_space = spaces_from_dict(raw["spaces"])
-    policy = build_policy(obs_space, act_space, hidden_sizes=config.policy.hidden_sizes)
+    policy = build_policy(
+        obs_space, act_space, hidden_sizes=config.policy.hidden_sizes, input_norm=config.policy.input_norm
+    )
     try:
         policy.load_state_dict(raw["policy_state"])
     except RuntimeError as exc:

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from intersection_meta.registry import ALGORITHMS, BACKENDS, DIRECTED_MODES
+from intersection_meta.registry import (
+    ALGORITHMS,
+    BACKENDS,
+    DIRECTED_MODES,
+    INPUT_NORMS,
+    META_LR_SCHEDULES,
+    OUTER_OPTIMIZERS,
+)
 from intersection_meta.schema import Leaf, LoadError, check_scalar, parse_set, read_yaml_file
 
 
@@ -61,6 +68,21 @@ class TrainConfig(_Section):
     episodes_per_task: int = _key("int", 20, "episodes per task for each inner step and for the outer loss", low=1)
     directed_episodes: int = _key("int", 20, "episodes sampled on the medium task for the directed step", low=1)
     meta_lr: float = _key("float", 0.001, "outer Adam step size", low=0.0)
+    meta_lr_schedule: str = _key(
+        "enum",
+        "constant",
+        "outer Adam step size over the run: " + "; ".join(f"{k} = {v}" for k, v in META_LR_SCHEDULES.items()),
+        allowed=tuple(META_LR_SCHEDULES),
+    )
+    outer_optimizer: str = _key(
+        "enum",
+        "adam",
+        "outer step: " + "; ".join(f"{k} = {v}" for k, v in OUTER_OPTIMIZERS.items()),
+        allowed=tuple(OUTER_OPTIMIZERS),
+    )
+    trpo_max_kl: float = _key(
+        "float", 0.01, "TRPO trust-region radius: mean KL of the post-adaptation policies", low=0.0, low_open=True
+    )
     outer_grad_clip: float = _key("float", 1.0, "max global norm of the outer gradient (0 disables clipping)", low=0.0)
     eval_tasks: int = _key("int", 40, "held-out tasks for the final evaluation (0 skips it)", low=0)
     checkpoint_every: int = _key(
@@ -127,6 +149,12 @@ class PolicyConfig(_Section):
 
     section: ClassVar[str] = "policy"
     hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP")
+    input_norm: str = _key(
+        "enum",
+        "none",
+        "policy-input standardisation: " + "; ".join(f"{k} = {v}" for k, v in INPUT_NORMS.items()),
+        allowed=tuple(INPUT_NORMS),
+    )
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,16 @@
 Held-out tasks are sampled with a seed stream disjoint from training's. For every adaptation step ``k = 0..K``
 (0 = before adaptation) the report gives the mean return with a 95% confidence interval over tasks (Student t),
 and on intersection scenarios the success (arrival) and collision rates with 95% Wilson intervals over episodes
-(:mod:`intersection_meta.stats`). The command line is :mod:`intersection_meta.cli.evaluate`
-(``python -m intersection_meta.evaluate``).
+(:mod:`intersection_meta.stats`). On intersection scenarios it also gives the scripted references of
+:mod:`intersection_meta.scripted` on the **same held-out tasks** (always go, best fixed plan, per-task best plan;
+open-loop, one episode per task on the fast backend, which is exact because the tasks are deterministic given the
+actions), so every evaluation says where the policy stands. The command line is
+:mod:`intersection_meta.cli.evaluate` (``python -m intersection_meta.evaluate``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from intersection_meta.stats import mean_ci, wilson_interval
@@ -26,13 +30,18 @@ def evaluate_checkpoint(
     seed: int = 0,
     backend: str = "auto",
     scenario: Any = None,
+    scripted: bool = True,
 ) -> dict[str, Any]:
     """Adapt the checkpoint's policy to ``n_tasks`` held-out tasks and summarise every adaptation step.
+
+    Args:
+        scripted: On intersection scenarios, add the scripted references on the same held-out tasks.
 
     Returns:
         ``{"scenario", "algo", "iteration", "tasks", "episodes_per_task", "backend", "simulator", "task_ids",
         "steps": [{"adapt_step", "return_mean", "return_ci", "success_rate", "success_ci", "collision_rate",
-        "collision_ci"}, ...], "per_task": [...]}``.
+        "collision_ci"}, ...], "per_task": [...]}``, plus on intersection scenarios ``"scripted"``
+        (:func:`scripted_section`).
     """
     from intersection_meta.adaptation import adapt_and_rollout
     from intersection_meta.envs.factory import resolve_backend, simulator_name
@@ -74,7 +83,7 @@ def evaluate_checkpoint(
             entry["success_rate"] = float(final.arrived.float().mean())
             entry["collision_rate"] = float(final.crashed.float().mean())
         per_task.append(entry)
-    return {
+    report = {
         "scenario": sc.name,
         "algo": checkpoint.algo,
         "iteration": checkpoint.iteration,
@@ -86,6 +95,40 @@ def evaluate_checkpoint(
         "steps": steps,
         "per_task": per_task,
     }
+    if scripted and sc.kind == "intersection" and tasks:
+        report["scripted"] = scripted_section(tasks)
+    return report
+
+
+def scripted_section(tasks: list) -> dict[str, Any]:
+    """The scripted references (:func:`intersection_meta.scripted.references_for_tasks`) on ``tasks``, with what
+    they cost: ``{"always_go", "always_go_collision_rate", "best_fixed_plan", "best_fixed",
+    "best_fixed_collision_rate", "per_task_best", "plans": {...}, "tasks", "time_s"}``."""
+    from intersection_meta.scripted import references_for_tasks
+
+    t0 = time.perf_counter()
+    refs = references_for_tasks(tasks)
+    return {**refs.to_dict(), "tasks": len(tasks), "time_s": time.perf_counter() - t0}
+
+
+def format_scripted(report: dict[str, Any]) -> list[str]:
+    """Report lines that place the policy against the scripted references (empty without them)."""
+    ref = report.get("scripted")
+    if ref is None:
+        return []
+    last = report["steps"][-1]
+    gap = ref["per_task_best"] - ref["best_fixed"]
+    closed = (last["return_mean"] - ref["best_fixed"]) / gap if gap > 0 else float("nan")
+    verdict = "above" if last["return_mean"] >= ref["best_fixed"] else "below"
+    return [
+        f"scripted references on the same {ref['tasks']} tasks (open-loop plans, one episode each, fast backend):",
+        f"  always go {ref['always_go']:.2f} ({ref['always_go_collision_rate']:.0%} collisions)  |  best fixed plan "
+        f"'{ref['best_fixed_plan']}' {ref['best_fixed']:.2f} ({ref['best_fixed_collision_rate']:.0%})  |  "
+        f"per-task best plan {ref['per_task_best']:.2f}",
+        f"  after {last['adapt_step']} step(s) the policy is {verdict} the best fixed plan by "
+        f"{abs(last['return_mean'] - ref['best_fixed']):.2f}"
+        + (f"; it closes {closed:.0%} of the gap to the per-task best plan" if closed > 0 else ""),
+    ]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -105,6 +148,7 @@ def format_report(report: dict[str, Any]) -> str:
                 lo, hi = s[f"{name}_ci"]
                 line += f"  {s[f'{name}_rate']:>7.1%} [{lo:>6.1%}, {hi:>6.1%}]"
         lines.append(line)
+    lines += format_scripted(report)
     return "\n".join(lines)
 
 

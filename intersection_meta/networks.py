@@ -7,6 +7,9 @@ Every policy is an ordinary ``nn.Module`` whose ``forward(obs)`` returns a
 module itself is never copied or mutated.
 
 Observations are flat: ``obs`` has shape ``[..., obs_dim]`` (rollouts flatten multi-dimensional observations).
+A policy may standardise its inputs first (``input_norm``: :class:`intersection_meta.input_norm.Standardize`, fixed
+buffers, never trained): the statistics are part of the policy's ``state_dict``, so checkpoints carry them, and
+parameter names (``logits_net.*``) are the same with and without it.
 """
 
 from __future__ import annotations
@@ -55,7 +58,21 @@ def _mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str, out_
 
 
 class _FunctionalPolicy(nn.Module):
-    """Shared functional call path: ``distribution(obs, params)``."""
+    """Shared functional call path: ``distribution(obs, params)``; optional input standardisation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_norm: nn.Module | None = None  # a registered submodule once set (set_input_norm)
+
+    def set_input_norm(self, norm: nn.Module) -> None:
+        """Standardise observations with ``norm`` (an :class:`~intersection_meta.input_norm.Standardize`) before
+        the MLP, from now on (its buffers join the ``state_dict``; it has no parameters)."""
+        if any(True for _ in norm.parameters()):
+            raise ValueError("an input normaliser must have no trainable parameters")
+        self.input_norm = norm
+
+    def _inputs(self, obs: Tensor) -> Tensor:
+        return obs if self.input_norm is None else self.input_norm(obs)
 
     def distribution(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> Distribution:
         """Action distribution at ``obs`` (``[..., obs_dim]``), with the module's own parameters or
@@ -105,10 +122,10 @@ class CategoricalMLP(_FunctionalPolicy):
         self.logits_net = _mlp(self.obs_dim, self.n_actions, hidden, activation, out_gain=0.01)
 
     def forward(self, obs: Tensor) -> Categorical:
-        return Categorical(logits=self.logits_net(obs))
+        return Categorical(logits=self.logits_net(self._inputs(obs)))
 
     def _grouped_body(self, params: Params, obs: Tensor) -> Tensor:
-        return functional_call(self.logits_net, _sub_params(params, "logits_net."), (obs,))
+        return functional_call(self.logits_net, _sub_params(params, "logits_net."), (self._inputs(obs),))
 
     def _head(self, out: Tensor) -> Categorical:  # logits [K, G, n_actions]
         return Categorical(logits=out.reshape(-1, self.n_actions))
@@ -134,11 +151,11 @@ class GaussianMLP(_FunctionalPolicy):
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(np.log(init_std))))
 
     def forward(self, obs: Tensor) -> Independent:
-        mean = self.mean_net(obs)
+        mean = self.mean_net(self._inputs(obs))
         return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
 
     def _grouped_body(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean = functional_call(self.mean_net, _sub_params(params, "mean_net."), (obs,))
+        mean = functional_call(self.mean_net, _sub_params(params, "mean_net."), (self._inputs(obs),))
         return mean, params["log_std"].exp().expand_as(mean)
 
     def _head(self, out: tuple[Tensor, Tensor]) -> Independent:  # mean, std [K, G, act_dim]
@@ -187,11 +204,14 @@ def build_policy(
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
     init_std: float = 1.0,
+    input_norm: str = "none",
 ) -> CategoricalMLP | GaussianMLP:
     """A policy for single (not batched) spaces: ``CategoricalMLP`` for ``Discrete``, ``GaussianMLP`` for
     ``Box``.
 
-    The observation space must be a ``Box``; its shape is flattened to ``obs_dim``.
+    The observation space must be a ``Box``; its shape is flattened to ``obs_dim``. ``input_norm="fitted"`` gives
+    the policy an identity :class:`~intersection_meta.input_norm.Standardize` (mean 0, std 1) to be fitted
+    (:func:`intersection_meta.input_norm.fit_input_norm`) or loaded from a checkpoint's ``state_dict``.
 
     Raises:
         ValueError: for an unsupported observation or action space.
@@ -199,10 +219,19 @@ def build_policy(
     if not isinstance(observation_space, gym.spaces.Box):
         raise ValueError(f"observation space must be a Box, got {observation_space}")
     obs_dim = int(np.prod(observation_space.shape))
+    policy: CategoricalMLP | GaussianMLP
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden_sizes, activation=activation)
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return GaussianMLP(
+        policy = CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden_sizes, activation=activation)
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        policy = GaussianMLP(
             obs_dim, int(action_space.shape[0]), hidden=hidden_sizes, activation=activation, init_std=init_std
         )
-    raise ValueError(f"action space must be Discrete or a 1-D Box, got {action_space}")
+    else:
+        raise ValueError(f"action space must be Discrete or a 1-D Box, got {action_space}")
+    if input_norm == "fitted":
+        from intersection_meta.input_norm import Standardize
+
+        policy.set_input_norm(Standardize(torch.zeros(obs_dim), torch.ones(obs_dim)))
+    elif input_norm != "none":
+        raise ValueError(f"unknown input_norm {input_norm!r}; allowed: none, fitted")
+    return policy

@@ -19,12 +19,16 @@ class AlgorithmSpec:
         learn_inner_lr: Meta-learn a per-parameter inner step-size tensor (Meta-SGD).
         directed: Take the directed step on the scenario's medium task before each meta-update (Directed-*).
         doc: Update equation and references.
+        multitask: No inner loop in training (the non-meta baseline): both batches of a task are collected with
+            ``theta`` and the outer loss is the plain policy-gradient loss of ``theta`` on both. Evaluation adapts
+            it like the meta-learners.
     """
 
     first_order: bool
     learn_inner_lr: bool
     directed: bool
     doc: str = field(repr=False)
+    multitask: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ _DIRECTED_DOC = (
     "meta.directed_mode); the trainer then samples the meta-batch with the directed theta and runs "
     "the meta-update from it."
 )
+_MULTITASK_DOC = (
+    "Multitask policy gradient (the 'pretrained' baseline of Finn et al. 2017): no inner loop in training; "
+    "theta <- theta - eta * grad_theta 1/N sum_i 1/2 [L_i(theta; batch 1) + L_i(theta; batch 2)] on episodes of "
+    "every task collected with theta (the same sample budget as the meta-learners). It is evaluated with the "
+    "same inner steps as they are."
+)
 
 #: Meta-learning algorithms by name (the run config's ``meta.algo``).
 ALGORITHMS: dict[str, AlgorithmSpec] = {
@@ -87,12 +97,35 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     "directed_meta_sgd": AlgorithmSpec(
         first_order=False, learn_inner_lr=True, directed=True, doc=f"{_DIRECTED_DOC} Then: {_META_SGD_DOC}"
     ),
+    "multitask": AlgorithmSpec(
+        first_order=True, learn_inner_lr=False, directed=False, doc=_MULTITASK_DOC, multitask=True
+    ),
 }
 
 #: Directed-step modes by name (the run config's ``meta.directed_mode``).
 DIRECTED_MODES: dict[str, DirectedModeSpec] = {
     "pg": DirectedModeSpec(adapt_first=False, doc="plain policy-gradient step on the medium task"),
     "fomaml": DirectedModeSpec(adapt_first=True, doc="first-order adapt-then-step on the medium task"),
+}
+
+#: Outer optimisers by name (the run config's ``train.outer_optimizer``).
+OUTER_OPTIMIZERS: dict[str, str] = {
+    "adam": "Adam on the meta-loss (train.meta_lr, train.meta_lr_schedule, train.outer_grad_clip)",
+    "trpo": "the MAML-RL paper's KL-bounded step on the post-adaptation policies (train.trpo_max_kl; "
+    "conjugate gradient through the inner loop, backtracking line search)",
+}
+
+#: Meta-lr schedules by name (the run config's ``train.meta_lr_schedule``).
+META_LR_SCHEDULES: dict[str, str] = {
+    "constant": "meta_lr at every iteration",
+    "linear": "meta_lr * (1 - k / iterations) at iteration k (annealed to 0 over the run, cleanrl's anneal_lr)",
+}
+
+#: Policy-input standardisation by name (the run config's ``policy.input_norm``).
+INPUT_NORMS: dict[str, str] = {
+    "none": "observations go to the MLP as the env gives them",
+    "fitted": "(obs - mean) / std with statistics fitted once at start-up on one random-policy episode of each of "
+    "200 tasks, stored in the policy (and its checkpoints)",
 }
 
 #: Vector-env backends by name (the run config's ``env.backend``).

@@ -9,7 +9,11 @@ Per meta-iteration ``k`` (seeds derive from ``(run seed, k, phase)``, so results
 3. *Inner adaptation*: adapt ``theta`` to each task (``inner_steps`` steps on those episodes), then collect
    post-adaptation episodes with each task's adapted parameters (one batched rollout).
 4. *Outer step*: the meta-loss over all tasks (second order for MAML/Meta-SGD, first order for FOMAML);
-   one Adam step on the meta-parameters.
+   one Adam step on the meta-parameters (``train.meta_lr`` under ``train.meta_lr_schedule``), or with
+   ``train.outer_optimizer: trpo`` one KL-bounded TRPO step (:mod:`intersection_meta.meta.trpo`).
+
+The multitask baseline (``meta.algo: multitask``) has no inner loop in training: its second batch of every task
+is collected with ``theta`` too, and its outer loss is plain policy gradient on both batches.
 
 A run directory holds ``config.yaml`` (resolved run config + scenario + git commit), ``metrics.csv`` (one row
 per iteration), ``tasks.jsonl`` (every sampled task with its ID), TensorBoard event files under ``tb/`` and
@@ -40,13 +44,15 @@ from intersection_meta.checkpoint import (
     save_checkpoint,
     spaces_to_dict,
 )
-from intersection_meta.config import RunConfig, make_config
+from intersection_meta.config import RunConfig, TrainConfig, make_config
 from intersection_meta.envs.factory import (
     observation_and_action_spaces,
     resolve_backend,
     simulator_name,
 )
+from intersection_meta.input_norm import fit_input_norm
 from intersection_meta.meta import MetaLearner
+from intersection_meta.meta.trpo import TRPOConfig, meta_trpo_step
 from intersection_meta.networks import build_policy
 from intersection_meta.rollout import Episodes, split_by_task
 from intersection_meta.sampler import LocalSampler, Sampler, SlotBatch
@@ -66,6 +72,9 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "collision_rate_post",
     "inner_loss",
     "outer_loss",
+    "meta_lr",
+    "outer_kl",
+    "outer_step_fraction",
     "directed_lr",
     "directed_step_norm",
     "time_sampling_s",
@@ -82,6 +91,20 @@ TIMING_COLUMNS: frozenset[str] = frozenset(
 
 # Seed phases within an iteration.
 _PHASE_TASKS, _PHASE_PRE, _PHASE_POST, _PHASE_DIRECTED_IN, _PHASE_DIRECTED_OUT = range(5)
+# Seed key of the input-statistics rollouts (policy.input_norm: fitted), disjoint from iterations' keys.
+_INPUT_NORM_SEED_KEY = 0x1A0B
+
+
+def meta_lr_at(train: TrainConfig, iteration: int) -> float:
+    """The outer Adam step size at (0-based) ``iteration``: ``meta_lr`` (constant) or
+    ``meta_lr * (1 - iteration / iterations)`` (linear, annealed to 0 over the run).
+
+    >>> meta_lr_at(TrainConfig(meta_lr=0.001, meta_lr_schedule="linear", iterations=4), 1)
+    0.00075
+    """
+    if train.meta_lr_schedule == "linear":
+        return train.meta_lr * max(0.0, 1.0 - iteration / train.iterations)
+    return train.meta_lr
 
 
 class TrainError(ValueError):
@@ -263,7 +286,15 @@ class Trainer:
         self.obs_space, self.act_space = observation_and_action_spaces(probe_task)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
             torch.manual_seed(derive_seed(config.train.seed, 0xC0FFEE))
-            self.policy = build_policy(self.obs_space, self.act_space, hidden_sizes=config.policy.hidden_sizes)
+            self.policy = build_policy(
+                self.obs_space,
+                self.act_space,
+                hidden_sizes=config.policy.hidden_sizes,
+                input_norm=config.policy.input_norm,
+            )
+        if config.policy.input_norm == "fitted":  # statistics of the fresh (near-uniform) policy's rollouts
+            seed = derive_seed(config.train.seed, _INPUT_NORM_SEED_KEY)
+            self.policy.set_input_norm(fit_input_norm(self.scenario, self.policy, config.env, seed=seed))
         self.learner = MetaLearner(self.policy, config.meta, config.pg)
         self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.train.meta_lr)
         self.git_sha = git_sha()  # once per run: a subprocess per checkpoint would cost every iteration
@@ -340,8 +371,7 @@ class Trainer:
                 pre = vec_env.collect(self.policy, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
             pre_by_task = split_by_task(pre, len(tasks))
             with clock("inner"):
-                theta = learner.params()
-                adapted = [learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
+                adapted = self._second_batch_params(pre_by_task)
             with clock("sampling"):
                 grouped = GroupedPolicy(self.policy, adapted, cfg.episodes_per_task)
                 post = vec_env.collect(grouped, seed=derive_seed(cfg.seed, k, _PHASE_POST))
@@ -351,13 +381,7 @@ class Trainer:
         steps += _env_steps(pre, post)
 
         with clock("outer"):
-            self.optimizer.zero_grad(set_to_none=True)
-            batches = list(zip(pre_by_task, post_by_task, strict=True))
-            loss, info = learner.outer_loss(learner.params(), batches)
-            loss.backward()
-            if cfg.outer_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(learner.meta_parameters(), cfg.outer_grad_clip)
-            self.optimizer.step()
+            outer_info = self._outer_step(list(zip(pre_by_task, post_by_task, strict=True)))
 
         self.iteration += 1
         self.env_steps += steps
@@ -373,8 +397,7 @@ class Trainer:
             "success_rate_post": _rate(post.arrived),
             "collision_rate_pre": _rate(pre.crashed),
             "collision_rate_post": _rate(post.crashed),
-            "inner_loss": info["inner_loss"],
-            "outer_loss": info["outer_loss"],
+            **outer_info,
             **{key: float(v) for key, v in directed_info.items()},
             "time_sampling_s": clock.totals.get("sampling", 0.0),
             "time_inner_s": clock.totals.get("inner", 0.0),
@@ -382,6 +405,50 @@ class Trainer:
             "time_outer_s": clock.totals.get("outer", 0.0),
             "time_iteration_s": elapsed,
             "peak_rss_mb": peak_rss_mb(),
+        }
+
+
+    def _second_batch_params(self, pre_by_task: list[Episodes]) -> list[dict[str, torch.Tensor]]:
+        """The parameters each task's second batch is collected with: ``adapt(theta, pre_i)`` (detached), or
+        ``theta`` itself for the multitask baseline (no inner loop in training)."""
+        theta = self.learner.params()
+        if self.learner.spec.multitask:
+            return [{n: v.detach() for n, v in theta.items()} for _ in pre_by_task]
+        return [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
+
+    def _outer_step(self, batches: list[tuple[Episodes, Episodes]]) -> dict[str, float]:
+        """One outer update of the meta-parameters on ``[(pre_i, post_i)]``: Adam (``meta_lr`` at this
+        iteration's schedule, gradient clipping) or TRPO (``trpo_max_kl``).
+
+        Returns:
+            ``inner_loss``, ``outer_loss`` (before the step), ``meta_lr`` (NaN for TRPO), ``outer_kl`` and
+            ``outer_step_fraction`` (the accepted KL and fraction of the full TRPO step; NaN for Adam).
+        """
+        cfg, learner = self.config.train, self.learner
+        if cfg.outer_optimizer == "trpo":
+            info = meta_trpo_step(learner, batches, TRPOConfig(max_kl=cfg.trpo_max_kl))
+            return {
+                "inner_loss": float("nan"),
+                "outer_loss": info.loss_before,
+                "meta_lr": float("nan"),
+                "outer_kl": info.kl,
+                "outer_step_fraction": info.step_fraction,
+            }
+        lr = meta_lr_at(cfg, self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, info = learner.outer_loss(learner.params(), batches)
+        loss.backward()
+        if cfg.outer_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(learner.meta_parameters(), cfg.outer_grad_clip)
+        self.optimizer.step()
+        return {
+            "inner_loss": info["inner_loss"],
+            "outer_loss": info["outer_loss"],
+            "meta_lr": lr,
+            "outer_kl": float("nan"),
+            "outer_step_fraction": float("nan"),
         }
 
 

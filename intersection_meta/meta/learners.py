@@ -125,7 +125,8 @@ class MetaLearner:
         self.name = meta.algo
         self.spec: AlgorithmSpec = ALGORITHMS[meta.algo]
         self.directed: DirectedModeSpec | None = DIRECTED_MODES[meta.directed_mode] if self.spec.directed else None
-        self.loss_fn: LossFn = loss_fn or partial(policy_loss, policy, pg=pg or PGConfig())  # (params, episodes)
+        self.pg = pg or PGConfig()
+        self.loss_fn: LossFn = loss_fn or partial(policy_loss, policy, pg=self.pg)  # (params, episodes)
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if self.spec.learn_inner_lr:
             self.step_sizes = {
@@ -200,6 +201,9 @@ class MetaLearner:
         Call ``backward()`` on the returned loss to get the meta-gradient in ``.grad`` of
         :meth:`meta_parameters` (when ``params`` is :meth:`params`).
 
+        The multitask baseline (``spec.multitask``) has no inner loop here: both batches were collected with
+        ``theta``, and its loss is ``1/N sum_i 1/2 [L_i(theta; inner_i) + L_i(theta; outer_i)]``.
+
         Returns:
             ``(loss, info)`` with ``info``: ``inner_loss`` (mean pre-adaptation loss), ``outer_loss``, and
             ``outer_loss_task_<i>`` per task (floats).
@@ -208,6 +212,11 @@ class MetaLearner:
             raise ValueError("outer_loss needs at least one (inner, outer) task batch")
         outer_losses, inner_losses = [], []
         for inner, outer in task_batches:
+            if self.spec.multitask:
+                inner_loss = self.loss_fn(params, inner)
+                inner_losses.append(inner_loss.item())
+                outer_losses.append(0.5 * (inner_loss + self.loss_fn(params, outer)))
+                continue
             with torch.no_grad():
                 inner_losses.append(self.loss_fn(params, inner).item())
             adapted = self.adapt(params, inner, differentiable=True)
