@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from intersection_meta.registry import ALGORITHMS, BACKENDS, DIRECTED_MODES
-from intersection_meta.schema import Leaf, LoadError, check_scalar, parse_set, read_yaml_file
+from intersection_meta.schema import Leaf, LoadError, abbreviate, check_scalar, parse_set, read_yaml_file
 
 
 class ConfigError(LoadError):
@@ -214,7 +214,7 @@ def _dotted_items(values: Mapping[str, Any], source: str) -> Iterator[tuple[str,
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise ConfigError(source, key, f"got {value!r}; expected a mapping of {key} keys")
+                raise ConfigError(source, key, f"got {abbreviate(value)}; expected a mapping of {key} keys")
             for sub, v in value.items():
                 yield canonical_key(f"{key}.{sub}", source), v
         else:
