@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-import torch
+from typing import Any
 
 #: Metrics-row values that must be finite (NaN is allowed in the others, e.g. success rates of CartPole).
 CHECKED_METRICS: tuple[str, ...] = ("inner_loss", "outer_loss", "outer_grad_norm", "policy_entropy")
@@ -22,9 +21,11 @@ class TrainingDiverged(RuntimeError):
     """A loss, gradient or parameter became non-finite; the run stopped (command-line exit status 3)."""
 
 
-def first_non_finite(row: Mapping[str, float], params: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+def first_non_finite(row: Mapping[str, float], params: Iterable[tuple[str, Any]]) -> str | None:
     """The first non-finite quantity of an iteration, e.g. ``"outer_loss = nan"`` or ``"parameter 0.weight"``;
     None when everything is finite."""
+    import torch  # here, so the command lines import this module (for TrainingDiverged) without torch
+
     for key in CHECKED_METRICS:
         value = row.get(key)
         if value is not None and not math.isfinite(float(value)):
@@ -33,6 +34,27 @@ def first_non_finite(row: Mapping[str, float], params: Iterable[tuple[str, torch
         if not bool(torch.isfinite(tensor.detach()).all()):
             return f"parameter {name}"
     return None
+
+
+def invalid_policy_output(policy: Any, obs: Any) -> str | None:
+    """A description of why ``policy``'s action distribution at ``obs`` is unusable (torch's distributions refuse
+    non-finite logits, an infinite or zero scale), or None when it is valid. Finite but huge weights pass
+    :func:`first_non_finite` and only fail here, when they overflow in the forward pass."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            policy.distribution(obs)
+    except ValueError as exc:
+        if not is_invalid_distribution(exc):
+            raise
+        return "policy output (its action distribution has invalid parameters)"
+    return None
+
+
+def is_invalid_distribution(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch.distributions refusing non-finite or out-of-range parameters."""
+    return isinstance(exc, ValueError) and "to satisfy the constraint" in str(exc)
 
 
 @dataclass

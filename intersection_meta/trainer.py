@@ -24,7 +24,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,13 @@ from intersection_meta.envs.factory import (
     simulator_name,
 )
 from intersection_meta.meta import MetaLearner
-from intersection_meta.health import CollapseMonitor, TrainingDiverged, first_non_finite
+from intersection_meta.health import (
+    CollapseMonitor,
+    TrainingDiverged,
+    first_non_finite,
+    invalid_policy_output,
+    is_invalid_distribution,
+)
 from intersection_meta.networks import build_policy
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
 from intersection_meta.runlog import (
@@ -59,8 +65,8 @@ from intersection_meta.runlog import (
     read_json_lines,
     remove_stale_temporaries,
 )
-from intersection_meta.scenario import Scenario, load_scenario
-from intersection_meta.schema import abbreviate
+from intersection_meta.scenario import Scenario, apply_overrides, load_scenario
+from intersection_meta.schema import abbreviate, shorten
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import task_from_dict, task_to_dict
 
@@ -264,6 +270,7 @@ class Trainer:
         self.env_steps = 0
         self.wall_time_s = 0.0
         self.last_tasks: list = []  # the meta-batch of the latest step, logged to tasks.jsonl
+        self.probe_obs: torch.Tensor | None = None  # observations to check the updated policy on (health)
 
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -334,6 +341,8 @@ class Trainer:
             with clock("sampling"):
                 pre = collect_episodes(vec_env, self.policy, None, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
             pre_by_task = split_by_task(pre, len(tasks))
+            entropy = mean_entropy(self.policy, pre)
+            self.probe_obs = pre.obs[0]  # first observation of every episode: checked after the outer step
             with clock("inner"):
                 theta = learner.params()
                 adapted = [learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
@@ -370,7 +379,7 @@ class Trainer:
             "inner_loss": info["inner_loss"],
             "outer_loss": info["outer_loss"],
             "outer_grad_norm": grad_norm,
-            "policy_entropy": mean_entropy(self.policy, pre),
+            "policy_entropy": entropy,
             **{key: float(v) for key, v in directed_info.items()},
             "time_sampling_s": clock.totals.get("sampling", 0.0),
             "time_inner_s": clock.totals.get("inner", 0.0),
@@ -428,14 +437,50 @@ def resumed_config(stored: RunConfig, requested: RunConfig) -> RunConfig:
         TrainError: ``requested`` differs from ``stored`` in any other key (named, with both values).
     """
     have, want = stored.flat(), requested.flat()
-    for key, value in want.items():
-        if key != "train.iterations" and value != have[key]:
-            raise TrainError(
-                f"cannot resume with {key}={abbreviate(value)}: the run was trained with {key}="
-                f"{abbreviate(have[key])}; a resume continues the stored run (only --iterations can raise its "
-                "length); start a new run with --out to change it"
-            )
+    differ = [key for key, value in want.items() if key != "train.iterations" and value != have[key]]
+    if differ:
+        asked = ", ".join(f"{key}={abbreviate(want[key])} (the run has {abbreviate(have[key])})" for key in differ)
+        raise TrainError(
+            f"cannot resume with {asked}: a resume continues the stored run (only --iterations can raise its "
+            "length); start a new run with --out to change it"
+        )
     return make_config({"train.iterations": max(have["train.iterations"], want["train.iterations"])}, base=stored)
+
+
+def resumed_scenario(stored: Scenario, overrides: Sequence[Any]) -> Scenario:
+    """``stored``; scenario ``--set`` overrides on a resume are accepted only when they change nothing.
+
+    Raises:
+        TrainError: an override changes the stored scenario (naming the key).
+    """
+    if not overrides:
+        return stored
+    wanted = Scenario.from_dict(apply_overrides(stored.to_dict(), overrides, stored.source), source="--set")
+    have, want = stored.to_dict(), wanted.to_dict()
+    changed = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if changed:
+        raise TrainError(
+            f"cannot resume with a different scenario ({', '.join(changed)} changed by --set): a resume continues "
+            "the stored run; start a new run with --out to change it"
+        )
+    return stored
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], RunConfig, Scenario]:
+    """The checkpoint ``RUN/checkpoints/last.pt`` of a run to resume: ``(raw checkpoint, config, scenario)``.
+
+    Raises:
+        TrainError: no checkpoint, or an unreadable one.
+    """
+    ckpt_path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not ckpt_path.is_file():
+        raise TrainError(f"cannot resume: {ckpt_path}: no such checkpoint file")
+    try:
+        raw = load_raw(ckpt_path)
+    except CheckpointError as exc:
+        raise TrainError(f"cannot resume: {exc}") from None
+    config = make_config(raw["config"], source=f"{ckpt_path} (config)")
+    return raw, config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)")
 
 
 def _max_episode_steps(task: Any) -> int:
@@ -514,8 +559,7 @@ def train(
         if out_dir is None:
             raise TrainError("--resume needs the run directory")
         out_dir = Path(out_dir)
-        if not (out_dir / "checkpoints" / "last.pt").is_file():
-            raise TrainError(f"cannot resume: {out_dir / 'checkpoints' / 'last.pt'}: no such checkpoint file")
+        read_run(out_dir)  # a clear error before the lock creates anything
     else:
         scenario = scenario or load_scenario(config.train.scenario)
         out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
@@ -524,14 +568,18 @@ def train(
         remove_stale_temporaries(out_dir)
         ckpt_path = out_dir / "checkpoints" / "last.pt"
         if resume:
-            try:
-                raw = load_raw(ckpt_path)
-            except CheckpointError as exc:
-                raise TrainError(f"cannot resume: {exc}") from None
-            stored = make_config(raw["config"], source=f"{ckpt_path} (config)")
+            raw, stored, stored_scenario = read_run(out_dir)  # again, under the lock
             config = resumed_config(stored, config)
-            trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"))
-            trainer.load_state(raw)
+            if scenario is not None and scenario.to_dict() != stored_scenario.to_dict():
+                raise TrainError(f"cannot resume {out_dir} with another scenario than its own ({stored_scenario.name})")
+            trainer = Trainer(config, stored_scenario)
+            try:
+                trainer.load_state(raw)
+            except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # crafted or mismatched tensors
+                raise TrainError(
+                    f"cannot resume: {ckpt_path}: its state does not fit the stored config "
+                    f"({type(exc).__name__}: {shorten(str(exc).splitlines()[0] if str(exc) else '', 200)})"
+                ) from None
         else:
             if ckpt_path.exists():
                 raise TrainError(
@@ -569,7 +617,7 @@ def _train_loop(
     try:
         done_here = 0
         while trainer.iteration < config.train.iterations and (stop_after is None or done_here < stop_after):
-            row = trainer.step()
+            row = _guarded_step(trainer, last)
             done_here += 1
             check_health(trainer, row, last)
             # logs first (appended and fsynced), then the checkpoint: a kill never loses a checkpointed row
@@ -593,23 +641,39 @@ def _train_loop(
     return TrainResult(out_dir=out_dir, checkpoint=last, metrics=rows)
 
 
+def _guarded_step(trainer: Trainer, last: Path) -> dict[str, float]:
+    """``trainer.step()``; torch refusing a non-finite action distribution inside it (e.g. adapted parameters that
+    overflow) is a divergence, not a crash."""
+    try:
+        return trainer.step()
+    except ValueError as exc:
+        if not is_invalid_distribution(exc):
+            raise
+        raise _diverged(trainer.iteration + 1, "policy output during sampling or adaptation", last) from None
+
+
 def check_health(trainer: Trainer, row: dict[str, float], last: Path) -> None:
-    """Stop the run when the iteration just computed holds a non-finite number (before anything is saved).
+    """Stop the run when the iteration just computed holds a non-finite number (before anything is saved): a
+    checked metric, a parameter, or the updated policy's output on this iteration's observations.
 
     Raises:
         TrainingDiverged: naming the iteration, the quantity and the last good checkpoint.
     """
     params = [*trainer.policy.named_parameters(), *_learner_tensors(trainer.learner)]
     problem = first_non_finite(row, params)
-    if problem is None:
-        return
-    k = int(row["iteration"])
+    if problem is None and trainer.probe_obs is not None:
+        problem = invalid_policy_output(trainer.policy, trainer.probe_obs)
+    if problem is not None:
+        raise _diverged(int(row["iteration"]), problem, last)
+
+
+def _diverged(iteration: int, problem: str, last: Path) -> TrainingDiverged:
     kept = (
-        f"the last good checkpoint (iteration {k - 1}) is kept: {last}"
+        f"the last good checkpoint (iteration {iteration - 1}) is kept: {last}"
         if last.exists()
         else "no checkpoint was written"
     )
-    raise TrainingDiverged(f"iteration {k}: non-finite {problem}; training stopped, {kept}")
+    return TrainingDiverged(f"iteration {iteration}: non-finite {problem}; training stopped, {kept}")
 
 
 def _learner_tensors(learner: MetaLearner) -> list[tuple[str, torch.Tensor]]:
