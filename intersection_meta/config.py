@@ -126,7 +126,7 @@ class PolicyConfig(_Section):
     """The policy network."""
 
     section: ClassVar[str] = "policy"
-    hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP")
+    hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP", high=4096)
 
 
 @dataclass(frozen=True)

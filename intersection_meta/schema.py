@@ -57,7 +57,11 @@ class LoadError(ValueError):
 #: KB, a few levels deep and alias-free; the bounds stop a small file from expanding into gigabytes.
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_DEPTH = 32
-MAX_YAML_NODES = 100_000  # nodes after alias expansion (an alias counts the whole subtree it refers to)
+MAX_YAML_NODES = 20_000  # nodes after alias expansion (an alias counts the whole subtree it refers to)
+#: Longest list an ``int_list`` key takes (e.g. hidden layers).
+MAX_LIST_LENGTH = 16
+#: Longest string value (names, paths, descriptions: each is copied into every checkpoint).
+MAX_STRING_LENGTH = 2000
 
 
 class YAMLLimitError(yaml.YAMLError):
@@ -71,17 +75,23 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self._depth = 0
-        self._sizes: dict[int, int] = {}  # id(node) -> nodes in its expanded subtree
+        self._expanded = 0  # nodes so far, an alias counting its whole subtree
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes in its expanded subtree (for aliases to it)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        is_alias = self.check_event(yaml.AliasEvent)
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise YAMLLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            if not is_alias:
+                self._count(1)
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        if id(node) not in self._sizes:
+        if is_alias:
+            self._count(self._sizes.get(id(node), 1))
+        elif id(node) not in self._sizes:
             if isinstance(node, yaml.SequenceNode):
                 children = node.value
             elif isinstance(node, yaml.MappingNode):
@@ -89,11 +99,12 @@ class _Loader(yaml.SafeLoader):
             else:
                 children = []
             self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
-            if self._sizes[id(node)] > MAX_YAML_NODES:
-                raise YAMLLimitError(
-                    f"more than {MAX_YAML_NODES} values once aliases are expanded (an alias bomb?)"
-                )
         return node
+
+    def _count(self, nodes: int) -> None:
+        self._expanded += nodes
+        if self._expanded > MAX_YAML_NODES:
+            raise YAMLLimitError(f"more than {MAX_YAML_NODES} values once aliases are expanded")
 
 
 _Loader.add_implicit_resolver(
@@ -218,7 +229,8 @@ class Leaf:
         elif self.type == "float_list":
             what = "a non-empty increasing list of numbers"
         elif self.type == "int_list":
-            what = "a non-empty list of positive integers, e.g. [64, 64]"
+            at_most = "" if self.high is None else f" (each at most {self.high:g}, at most {MAX_LIST_LENGTH})"
+            what = f"a non-empty list of positive integers{at_most}, e.g. [64, 64]"
         elif self.type == "bool":
             what = "true or false"
         elif self.type == "str":
@@ -257,6 +269,8 @@ def check_scalar(source: str, key: str, leaf: Leaf, v: Any, error: type[LoadErro
     if leaf.type == "str":
         if not isinstance(v, str) or not v.strip():
             raise bad()
+        if len(v) > MAX_STRING_LENGTH:
+            raise bad(f", {len(v)} characters long (at most {MAX_STRING_LENGTH})")
         return v
     if leaf.type == "enum":
         if not isinstance(v, str) or v not in leaf.allowed:
@@ -264,11 +278,17 @@ def check_scalar(source: str, key: str, leaf: Leaf, v: Any, error: type[LoadErro
             raise bad(f" (did you mean '{close[0]}'?)" if close else "")
         return v
     if leaf.type == "int_list":
-        if not isinstance(v, list | tuple) or not v or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                                                for x in v):
+        high = math.inf if leaf.high is None else leaf.high
+        if (
+            not isinstance(v, list | tuple)
+            or not 0 < len(v) <= MAX_LIST_LENGTH
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= high for x in v)
+        ):
             raise bad()
         return tuple(int(x) for x in v)
     if leaf.type in ("float", "int"):
+        if leaf.type == "int" and isinstance(v, float) and v.is_integer():
+            v = int(v)  # scientific notation of a whole number (1e3) is an integer too
         if not is_number(v) or (leaf.type == "int" and not isinstance(v, int)):
             raise bad()
         if isinstance(v, float) and not math.isfinite(v):

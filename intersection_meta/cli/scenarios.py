@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from intersection_meta.cli.options import add_set_argument
+from intersection_meta.cli.errors import run_reporting_errors
+from intersection_meta.cli.options import MAX_COUNT, SEED, add_set_argument, bounded_int
 from intersection_meta.scenario import (
     SCENARIO_DIR,
     ScenarioError,
@@ -101,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=_cmd_validate)
     sp = with_set(sub.add_parser("sample", help="print concrete tasks drawn from a scenario"))
     sp.add_argument("name", help="scenario name or path")
-    sp.add_argument("-n", type=int, default=5, help="number of tasks (default 5)")
-    sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sp.add_argument("-n", type=bounded_int(1, MAX_COUNT), default=5, help="number of tasks (default 5)")
+    sp.add_argument("--seed", type=SEED, default=0, help="sampling seed (default 0)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
     sp.set_defaults(fn=_cmd_sample)
     return p
@@ -110,11 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except ScenarioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: args.fn(args))
 
 
 if __name__ == "__main__":
