@@ -352,7 +352,7 @@ class Scenario:
         kind = data.get("kind")
         if kind is None:
             raise ScenarioError(source, "kind", f"missing required key; expected one of {', '.join(KINDS)}")
-        if kind not in SCHEMAS:
+        if not isinstance(kind, str) or kind not in SCHEMAS:
             raise ScenarioError(
                 source,
                 "kind",

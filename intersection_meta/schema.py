@@ -40,7 +40,11 @@ def abbreviate(value: Any) -> str:
 
 
 def shorten(text: str, width: int = 100) -> str:
-    """``text`` cut to ``width`` characters (ending in `` ...`` when cut)."""
+    """``text`` on one line (newlines and other control characters escaped) and cut to ``width`` characters
+    (ending in `` ...`` when cut)."""
+    text = text[: width * 4]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= width else text[: width - 4] + " ..."
 
 
