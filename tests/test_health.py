@@ -16,17 +16,10 @@ from intersection_meta.config import make_config
 from intersection_meta.health import CollapseMonitor, TrainingDiverged, first_non_finite
 from intersection_meta.scenario import load_scenario
 from intersection_meta.trainer import METRIC_COLUMNS, read_metrics, train
+from test_trainer import TINY
 
 REPO = Path(__file__).resolve().parent.parent
-CARTPOLE = {
-    "scenario": "cartpole_physics",
-    "iterations": 2,
-    "meta_batch_size": 2,
-    "episodes_per_task": 3,
-    "directed_episodes": 3,
-    "eval_tasks": 0,
-    "hidden_sizes": [16, 16],
-}
+CARTPOLE = TINY  # 2 iterations of a small CartPole run
 #: A continuous-action LunarLander whose Gaussian log-std is pushed by Adam steps of size ~30 with clipping off:
 #: exp(log_std) overflows to inf at iteration 2 (a real divergence, not an injected NaN).
 LUNAR_DIVERGES = {

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import test_trainer
 import yaml
 
 from intersection_meta.checkpoint import load_raw
@@ -22,15 +23,7 @@ from intersection_meta.runlog import MetricsLog, RunLock, read_json_lines
 from intersection_meta.scenario import load_scenario
 from intersection_meta.trainer import METRIC_COLUMNS, TIMING_COLUMNS, TrainError, read_metrics, train
 
-TINY = {
-    "scenario": "cartpole_physics",
-    "iterations": 3,
-    "meta_batch_size": 2,
-    "episodes_per_task": 3,
-    "directed_episodes": 3,
-    "eval_tasks": 0,
-    "hidden_sizes": [16, 16],
-}
+TINY = {**test_trainer.TINY, "iterations": 3}
 SCENARIO_SETS = ["episode.max_steps=25"]
 
 
