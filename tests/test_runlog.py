@@ -234,7 +234,17 @@ def kill_resumes(tmp_path: Path, delays_s: list[float], iterations: int) -> list
     assert comparable(read_metrics(out / "metrics.csv")) == comparable(read_metrics(ref / "metrics.csv"))
     assert (out / "tasks.jsonl").read_text() == (ref / "tasks.jsonl").read_text()
     assert list((out / "checkpoints").glob("*.tmp")) == [] and list(out.glob("*.tmp")) == []
+    assert tensorboard_steps(out / "tb", "meta/outer_loss") == list(range(1, iterations + 1))
     return progress
+
+
+def tensorboard_steps(tb_dir: Path, tag: str) -> list[int]:
+    """The steps of a scalar as TensorBoard shows them (its reader drops what a resume purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
 
 
 def test_kill_resumes_at_many_points_keeps_every_row_and_task_line(tmp_path: Path):
