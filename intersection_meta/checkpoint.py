@@ -36,6 +36,7 @@ import torch
 from intersection_meta.config import RunConfig, make_config
 from intersection_meta.resources import resolve_checkpoint
 from intersection_meta.scenario import Scenario
+from intersection_meta.schema import abbreviate, shorten
 
 FORMAT_VERSION = 1
 
@@ -149,10 +150,9 @@ def load_raw(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files (pickle, zip, runtime)
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
+    except Exception as exc:  # torch raises many types for corrupt files (pickle, zip, runtime, an empty file)
+        detail = shorten(str(exc).splitlines()[0], 200) if str(exc).strip() else "empty or truncated file"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail})") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise CheckpointError(f"{path}: not an intersection_meta checkpoint (no format_version)")
     version = data["format_version"]
@@ -164,8 +164,46 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CheckpointError(f"{path}: checkpoint is missing {missing}")
+    problem = contents_problem(data)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     data["path"] = str(path)
     return data
+
+
+#: Largest observation or action size a checkpoint may declare (the shipped tasks have at most 16).
+MAX_SPACE_SIZE = 100_000
+
+
+def contents_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's contents (crafted sizes, non-tensor or non-finite weights), or None."""
+    spaces = data["spaces"]
+    try:
+        sizes = [int(spaces["obs_dim"])]
+        action = spaces["action"]
+        if action["type"] == "discrete":
+            sizes.append(int(action["n"]))
+        elif action["type"] == "box":
+            sizes.append(int(action["dim"]))
+            if not len(action["low"]) == len(action["high"]) == sizes[-1]:
+                return "spaces: action low/high do not match action dim"
+        else:
+            return f"spaces: unknown action type {abbreviate(action['type'])}"
+    except (KeyError, TypeError, ValueError):
+        return "spaces: expected {obs_dim: int, action: {type: discrete, n: int} | {type: box, dim, low, high}}"
+    if not all(1 <= n <= MAX_SPACE_SIZE for n in sizes):
+        return f"spaces: sizes {sizes} outside [1, {MAX_SPACE_SIZE}]"
+    tensors = {"policy_state": data["policy_state"]}
+    meta = data["meta_state"] or {}
+    if isinstance(meta, dict) and isinstance(meta.get("step_sizes"), dict):
+        tensors["meta_state.step_sizes"] = meta["step_sizes"]
+    for where, state in tensors.items():
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            return f"{where}: expected a mapping of tensors"
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            return f"{where}: non-finite weights in {', '.join(map(str, bad[:3]))}"
+    return None
 
 
 @dataclass
@@ -223,7 +261,12 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
         ) from None
     learner = MetaLearner(policy, config.meta, config.pg)
     if raw["meta_state"]:
-        learner.load_state_dict(raw["meta_state"])
+        try:
+            learner.load_state_dict(raw["meta_state"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{raw['path']}: learner state does not match the stored config ({type(exc).__name__})"
+            ) from None
     return Checkpoint(
         path=raw["path"],
         algo=raw["algo"],

@@ -30,7 +30,7 @@ from intersection_meta.registry import (
     META_LR_SCHEDULES,
     OUTER_OPTIMIZERS,
 )
-from intersection_meta.schema import Leaf, LoadError, check_scalar, parse_set, read_yaml_file
+from intersection_meta.schema import Leaf, LoadError, abbreviate, check_scalar, parse_set, read_yaml_file
 
 
 class ConfigError(LoadError):
@@ -148,7 +148,7 @@ class PolicyConfig(_Section):
     """The policy network."""
 
     section: ClassVar[str] = "policy"
-    hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP")
+    hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP", high=4096)
     input_norm: str = _key(
         "enum",
         "none",
@@ -242,7 +242,7 @@ def _dotted_items(values: Mapping[str, Any], source: str) -> Iterator[tuple[str,
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise ConfigError(source, key, f"got {value!r}; expected a mapping of {key} keys")
+                raise ConfigError(source, key, f"got {abbreviate(value)}; expected a mapping of {key} keys")
             for sub, v in value.items():
                 yield canonical_key(f"{key}.{sub}", source), v
         else:

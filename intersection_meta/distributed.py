@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT_S = 600.0
 INSTALL_HINT = "pip install -e '.[ray]'"
 
 
-class RayError(RuntimeError):
+class RayError(ValueError):  # a ValueError so that every CLI reports it in one line (cli/errors.py)
     """Ray is missing, unreachable, or a rollout on it failed or timed out (one-line message)."""
 
 

@@ -49,7 +49,12 @@ def evaluate_checkpoint(
     from intersection_meta.tasks import task_to_dict
 
     sc = scenario or checkpoint.scenario
-    episodes = episodes_per_task or checkpoint.config.train.episodes_per_task
+    episodes = checkpoint.config.train.episodes_per_task if episodes_per_task is None else episodes_per_task
+    if episodes < 1 or n_tasks < 1 or adapt_steps < 0:
+        raise ValueError(
+            f"evaluation needs episodes_per_task >= 1, n_tasks >= 1 and adapt_steps >= 0; got {episodes}, "
+            f"{n_tasks}, {adapt_steps}"
+        )
     backend = resolve_backend(backend, sc.medium_task())
     tasks = sc.sample_tasks(n_tasks, seed=derive_seed(seed, HELD_OUT_SEED_KEY))
     result = adapt_and_rollout(

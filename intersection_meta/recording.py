@@ -30,6 +30,7 @@ imports torch when it is called.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from intersection_meta.schema import abbreviate, shorten
 from intersection_meta.tasks import Task, task_from_dict, task_to_dict
 
 FORMAT = "intersection_meta.recording"
@@ -461,10 +463,51 @@ def load_recordings(path: str | Path) -> list[Recording]:
                 arrays = {name: archive[f"{i}/{name}"] for name in _ARRAY_FIELDS}
                 md = dict(md)
                 md["action_names"] = tuple(md["action_names"])
-                recordings.append(Recording(**md, **arrays))
+                recording = Recording(**md, **arrays)
+                problem = recording_problem(recording)
+                if problem:
+                    raise RecordingFileError(f"{path}: recording {i} is inconsistent: {problem}")
+                recordings.append(recording)
     except RecordingFileError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-        raise RecordingFileError(f"{path}: corrupt or unreadable recording file ({type(err).__name__}: {err})") \
-            from err
+    except (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, zipfile.BadZipFile) as err:
+        detail = shorten(str(err).splitlines()[0] if str(err) else "", 200)
+        raise RecordingFileError(f"{path}: corrupt or unreadable recording file ({type(err).__name__}: {detail})") \
+            from None
     return recordings
+
+
+def recording_problem(rec: Recording) -> str | None:
+    """What makes a recording's arrays unusable by the viewer (shapes that disagree, non-finite numbers, steps
+    without frames), or None. Files are checked with this on load, so crafted sizes give one clear error."""
+    n_steps, n_frames = len(rec.rewards), len(rec.frame_step)
+    checks = [
+        (rec.rewards.ndim == 1 and np.issubdtype(rec.rewards.dtype, np.number), "rewards must be a 1-D number array"),
+        (rec.actions.ndim in (1, 2) and len(rec.actions) == n_steps, f"actions must have {n_steps} rows"),
+        (rec.frame_step.ndim == 1 and np.issubdtype(rec.frame_step.dtype, np.integer), "frame_step must be 1-D ints"),
+        (rec.frame_time_s.shape == (n_frames,), f"frame_time_s must have shape ({n_frames},)"),
+        (
+            rec.frame_states.ndim == 3 and rec.frame_states.shape[1:] == (2, len(STATE_FIELDS))
+            and rec.frame_states.shape[0] in (0, n_frames),
+            f"frame_states must have shape ({n_frames} or 0, 2, {len(STATE_FIELDS)})",
+        ),
+        (
+            rec.rgb_frames.ndim == 4 and rec.rgb_frames.shape[3] == 3 and rec.rgb_frames.shape[0] in (0, n_frames)
+            and rec.rgb_frames.dtype == np.uint8,
+            f"rgb_frames must be uint8 of shape ({n_frames} or 0, H, W, 3)",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            return message
+    for name in ("rewards", "frame_time_s", "frame_states"):
+        values = getattr(rec, name)
+        if np.issubdtype(values.dtype, np.number) and not np.isfinite(values).all():
+            return f"{name} holds non-finite values"
+    if not (math.isfinite(float(rec.frame_rate_hz)) and float(rec.frame_rate_hz) > 0):
+        return f"frame_rate_hz must be a positive number, got {abbreviate(rec.frame_rate_hz)}"
+    if n_frames and (np.any(np.diff(rec.frame_step) < 0) or rec.frame_step[0] != 0 or rec.frame_step[-1] != n_steps):
+        return f"frame_step must rise from 0 to the {n_steps} steps"
+    if n_frames and len(np.unique(rec.frame_step)) != n_steps + 1:
+        return "every step needs at least one frame"
+    return None

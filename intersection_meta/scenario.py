@@ -37,7 +37,15 @@ import yaml
 from intersection_meta.expr import NUM, STR, Expr, ExprError, compile_expr
 from intersection_meta.resources import scenario_dir
 from intersection_meta.schema import Leaf as _Leaf
-from intersection_meta.schema import LoadError, check_scalar, did_you_mean, is_number, parse_set, read_yaml_file
+from intersection_meta.schema import (
+    LoadError,
+    abbreviate,
+    check_scalar,
+    did_you_mean,
+    is_number,
+    parse_set,
+    read_yaml_file,
+)
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import (
     APPROACH_LANE_LENGTH_M,
@@ -268,20 +276,20 @@ class _Validator:
                 and all(is_number(x) and math.isfinite(x) for x in v)
                 and v[0] < v[1]
             ):
-                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+                raise self.fail(key, f"got {abbreviate(v)}; expected {leaf.describe()}")
             return [float(x) for x in v]
         if leaf.type == "float_list":
             item = _Leaf("float", low=leaf.low, high=leaf.high)
             if not isinstance(v, list) or not v:
-                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+                raise self.fail(key, f"got {abbreviate(v)}; expected {leaf.describe()}")
             out = [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
             if any(b <= a for a, b in itertools.pairwise(out)):
-                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+                raise self.fail(key, f"got {abbreviate(v)}; expected {leaf.describe()}")
             return out
         if leaf.type == "enum_list":
             item = _Leaf("enum", allowed=leaf.allowed)
             if not isinstance(v, list) or not v or len(set(map(str, v))) != len(v):
-                raise self.fail(key, f"got {v!r}; expected {leaf.describe()}")
+                raise self.fail(key, f"got {abbreviate(v)}; expected {leaf.describe()}")
             return [self.scalar(f"{key}[{i}]", item, x) for i, x in enumerate(v)]
         if leaf.type == "require":
             if v is None:  # `require:` with nothing under it
@@ -322,25 +330,25 @@ class _Validator:
             opts = v["choice"]
             if not isinstance(opts, list) or not opts:
                 raise self.fail(
-                    f"{key}.choice", f"got {opts!r}; expected a non-empty list of options ({leaf.describe()})"
+                    f"{key}.choice", f"got {abbreviate(opts)}; expected a non-empty list of options ({leaf.describe()})"
                 )
             plain = replace(leaf, sampled=False)
             vals = tuple(self.scalar(f"{key}.choice[{i}]", plain, o) for i, o in enumerate(opts))
             if len(set(vals)) != len(vals):
-                raise self.fail(f"{key}.choice", f"got duplicate options {list(opts)!r}")
+                raise self.fail(f"{key}.choice", f"got duplicate options {abbreviate(list(opts))}")
             return Choice(vals)
         if isinstance(v, list):
             if leaf.type != "float":
-                raise self.fail(key, f"got a list {v!r}; ranges are only for numbers. Use {{choice: {v!r}}}")
+                raise self.fail(key, f"got a list {abbreviate(v)}; ranges are only for numbers. Use {{choice: {abbreviate(v)}}}")
             if len(v) != 2:
-                raise self.fail(key, f"got {v!r}; a range is [low, high] (two numbers)")
+                raise self.fail(key, f"got {abbreviate(v)}; a range is [low, high] (two numbers)")
             plain = replace(leaf, sampled=False)
             lo = self.scalar(f"{key}[0]", plain, v[0])
             hi = self.scalar(f"{key}[1]", plain, v[1])
             if not lo < hi:
                 raise self.fail(
                     key,
-                    f"got the empty range {v!r}; a range needs low < high "
+                    f"got the empty range {abbreviate(v)}; a range needs low < high "
                     f"(for a fixed value write a single number)",
                 )
             return Range(lo, hi)
@@ -351,7 +359,7 @@ class _Validator:
             data = {}
         if not isinstance(data, dict):
             raise self.fail(
-                prefix or "(top level)", f"got {type(data).__name__} {data!r}; expected a mapping"
+                prefix or "(top level)", f"got {type(data).__name__} {abbreviate(data)}; expected a mapping"
             )
         for k in data:
             if k not in schema:
@@ -427,11 +435,11 @@ class Scenario:
         kind = data.get("kind")
         if kind is None:
             raise ScenarioError(source, "kind", f"missing required key; expected one of {', '.join(KINDS)}")
-        if kind not in SCHEMAS:
+        if not isinstance(kind, str) or kind not in SCHEMAS:
             raise ScenarioError(
                 source,
                 "kind",
-                f"got {kind!r}"
+                f"got {abbreviate(kind)}"
                 + (
                     f" (did you mean '{m[0]}'?)"
                     if (m := difflib.get_close_matches(str(kind), KINDS, n=1))
@@ -492,7 +500,7 @@ class Scenario:
         a task already satisfies does not change it.
         """
         if not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+            raise ValueError(f"n must be a non-negative integer, got {abbreviate(n)}")
         tasks, draws = [], 0
         rejected: dict[str, int] = {}
         for i in range(n):
@@ -646,7 +654,7 @@ def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[st
     if not isinstance(raw, dict):
         raise v.fail(
             "medium_task",
-            f"got {raw!r}; expected 'midpoint' or a mapping of concrete values, e.g. "
+            f"got {abbreviate(raw)}; expected 'midpoint' or a mapping of concrete values, e.g. "
             f"{{other: {{speed_mps: 7.5}}}} (unlisted keys take their midpoint)",
         )
     sections = sorted({k.split(".")[0] for k in params})
@@ -654,7 +662,7 @@ def _resolve_medium(v: _Validator, spec: Mapping[str, Any], raw: Any) -> dict[st
         if sec not in sections:
             raise v.fail(f"medium_task.{sec}", "unknown key" + did_you_mean(str(sec), sections))
         if not isinstance(sub, dict):
-            raise v.fail(f"medium_task.{sec}", f"got {sub!r}; expected a mapping of concrete values")
+            raise v.fail(f"medium_task.{sec}", f"got {abbreviate(sub)}; expected a mapping of concrete values")
         keys = [k.split(".", 1)[1] for k in params if k.startswith(sec + ".")]
         for key, value in sub.items():
             dotted = f"{sec}.{key}"
@@ -792,7 +800,7 @@ def _parsed(overrides: Sequence[Override]) -> list[tuple[str, str, Any]]:
     """``(text, key, value)`` per override: ``KEY.PATH=VALUE`` strings are parsed by the one ``--set`` parser
     (:func:`intersection_meta.schema.parse_set`); parsed ``(key, value)`` pairs pass through."""
     return [
-        (f"{item[0]}={item[1]!r}", *item) if isinstance(item, tuple) else (item, *parse_set([item], ScenarioError)[0])
+        (f"{item[0]}={abbreviate(item[1])}", *item) if isinstance(item, tuple) else (item, *parse_set([item], ScenarioError)[0])
         for item in overrides
     ]
 

@@ -22,13 +22,13 @@ per iteration), ``tasks.jsonl`` (every sampled task with its ID), TensorBoard ev
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,27 @@ from intersection_meta.envs.factory import (
 )
 from intersection_meta.input_norm import fit_input_norm
 from intersection_meta.meta import MetaLearner
+from intersection_meta.health import (
+    CollapseMonitor,
+    TrainingDiverged,
+    first_non_finite,
+    invalid_policy_output,
+    is_invalid_distribution,
+)
 from intersection_meta.meta.trpo import TRPOConfig, meta_trpo_step
 from intersection_meta.networks import build_policy
 from intersection_meta.rollout import Episodes, split_by_task
+from intersection_meta.runlog import (
+    JsonLinesLog,
+    MetricsLog,
+    RunLock,
+    read_csv_rows,
+    read_json_lines,
+    remove_stale_temporaries,
+)
 from intersection_meta.sampler import LocalSampler, Sampler, SlotBatch
-from intersection_meta.scenario import Scenario, load_scenario
+from intersection_meta.scenario import Scenario, apply_overrides, load_scenario
+from intersection_meta.schema import abbreviate, shorten
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import task_from_dict, task_to_dict
 
@@ -75,6 +91,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "meta_lr",
     "outer_kl",
     "outer_step_fraction",
+    "outer_grad_norm",
+    "policy_entropy",
     "directed_lr",
     "directed_step_norm",
     "time_sampling_s",
@@ -149,18 +167,13 @@ class _Clock:
 
 
 class MetricsWriter:
-    """CSV + TensorBoard writer, ``write(row)`` once per iteration; resuming drops later rows."""
+    """``metrics.csv`` (crash-safe, :class:`~intersection_meta.runlog.MetricsLog`) + TensorBoard, ``write(row)``
+    once per iteration; starting at ``start_iteration`` keeps the earlier rows and drops later ones."""
 
     def __init__(self, out_dir: Path, start_iteration: int, tensorboard: bool = True) -> None:
         self.csv_path = out_dir / "metrics.csv"
-        rows = []
-        if start_iteration > 0 and self.csv_path.exists():
-            with self.csv_path.open(newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= start_iteration]
-        with self.csv_path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        self.log = MetricsLog(self.csv_path, METRIC_COLUMNS)
+        self.log.start(keep_through=start_iteration)
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -170,8 +183,7 @@ class MetricsWriter:
             )
 
     def write(self, row: dict[str, float]) -> None:
-        with self.csv_path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=METRIC_COLUMNS).writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+        self.log.append(row)
         if self.tb is not None:
             step = int(row["iteration"])
             for key, value in row.items():
@@ -190,25 +202,15 @@ class TaskLog:
     training can be named by its ID and replayed (``python -m viz.replay --checkpoint RUN --task-id ID``)."""
 
     def __init__(self, out_dir: Path, start_iteration: int) -> None:
-        self.path = out_dir / "tasks.jsonl"
-        kept = []
-        if start_iteration > 0 and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line and json.loads(line)["iteration"] <= start_iteration
-            ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        self.log = JsonLinesLog(out_dir / "tasks.jsonl")
+        self.path = self.log.path
+        self.log.start(keep_through=start_iteration)
 
     def write(self, iteration: int, tasks: list) -> None:
-        with self.path.open("a") as fh:
-            for index, task in enumerate(tasks):
-                fh.write(
-                    json.dumps(
-                        {"iteration": iteration, "index": index, "task_id": task.task_id, "task": task_to_dict(task)}
-                    )
-                    + "\n"
-                )
+        self.log.append(
+            {"iteration": iteration, "index": index, "task_id": task.task_id, "task": task_to_dict(task)}
+            for index, task in enumerate(tasks)
+        )
 
 
 def find_logged_task(run_dir: Path, task_id: str):
@@ -216,11 +218,9 @@ def find_logged_task(run_dir: Path, task_id: str):
     None."""
     run_dir = Path(run_dir)
     if (run_dir / "tasks.jsonl").exists():
-        with (run_dir / "tasks.jsonl").open() as fh:
-            for line in fh:
-                record = json.loads(line)
-                if record["task_id"] == task_id:
-                    return task_from_dict(record["task"])
+        for record in read_json_lines(run_dir / "tasks.jsonl"):
+            if record.get("task_id") == task_id:
+                return task_from_dict(record["task"])
     if (run_dir / "evaluation.json").exists():
         for record in json.loads((run_dir / "evaluation.json").read_text()).get("per_task", []):
             if record["task_id"] == task_id:
@@ -229,10 +229,10 @@ def find_logged_task(run_dir: Path, task_id: str):
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    with Path(path).open(newline="") as fh:
-        return [
-            {k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(fh)
-        ]
+    """The rows of a ``metrics.csv`` as floats (empty cells are NaN; a partial last line is skipped)."""
+    return [
+        {k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in read_csv_rows(path)
+    ]
 
 
 #: The bar line: no description (the command prints what it trains first), so the bar keeps its width.
@@ -302,6 +302,7 @@ class Trainer:
         self.env_steps = 0
         self.wall_time_s = 0.0
         self.last_tasks: list = []  # the meta-batch of the latest step, logged to tasks.jsonl
+        self.probe_obs: torch.Tensor | None = None  # observations to check the updated policy on (health)
 
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -370,6 +371,8 @@ class Trainer:
             with clock("sampling"):
                 pre = vec_env.collect(self.policy, seed=derive_seed(cfg.seed, k, _PHASE_PRE))
             pre_by_task = split_by_task(pre, len(tasks))
+            entropy = mean_entropy(self.policy, pre)
+            self.probe_obs = pre.obs[0]  # first observation of every episode: checked after the outer step
             with clock("inner"):
                 adapted = self._second_batch_params(pre_by_task)
             with clock("sampling"):
@@ -398,6 +401,7 @@ class Trainer:
             "collision_rate_pre": _rate(pre.crashed),
             "collision_rate_post": _rate(post.crashed),
             **outer_info,
+            "policy_entropy": entropy,
             **{key: float(v) for key, v in directed_info.items()},
             "time_sampling_s": clock.totals.get("sampling", 0.0),
             "time_inner_s": clock.totals.get("inner", 0.0),
@@ -427,8 +431,7 @@ class Trainer:
         cfg, learner = self.config.train, self.learner
         if cfg.outer_optimizer == "trpo":
             info = meta_trpo_step(learner, batches, TRPOConfig(max_kl=cfg.trpo_max_kl))
-            return {
-                "inner_loss": float("nan"),
+            return {  # no inner_loss and outer_grad_norm: TRPO has neither (left empty in metrics.csv)
                 "outer_loss": info.loss_before,
                 "meta_lr": float("nan"),
                 "outer_kl": info.kl,
@@ -440,16 +443,34 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, info = learner.outer_loss(learner.params(), batches)
         loss.backward()
-        if cfg.outer_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(learner.meta_parameters(), cfg.outer_grad_clip)
+        grad_norm = outer_gradient_norm(learner.meta_parameters(), cfg.outer_grad_clip)
         self.optimizer.step()
         return {
+            "outer_grad_norm": grad_norm,
             "inner_loss": info["inner_loss"],
             "outer_loss": info["outer_loss"],
             "meta_lr": lr,
             "outer_kl": float("nan"),
             "outer_step_fraction": float("nan"),
         }
+
+
+def outer_gradient_norm(parameters: Any, max_norm: float) -> float:
+    """The global norm of the parameters' gradients before clipping; clips them to ``max_norm`` when > 0."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+
+
+def mean_entropy(policy: Any, episodes: Episodes) -> float:
+    """Mean entropy [nats] of ``policy``'s action distribution over the valid steps of ``episodes``."""
+    with torch.no_grad():
+        entropy = policy.distribution(episodes.obs).entropy()
+        mask = episodes.mask
+        return float((entropy * mask).sum() / mask.sum().clamp_min(1.0))
 
 
 def _write_run_config(out_dir: Path, trainer: Trainer) -> None:
@@ -473,6 +494,100 @@ def default_out_dir(config: RunConfig, scenario_name: str) -> Path:
     return Path("runs") / f"{scenario_name}__{config.meta.algo}__s{config.train.seed}__{stamp}"
 
 
+def resumed_config(stored: RunConfig, requested: RunConfig) -> RunConfig:
+    """The config a resumed run continues with: ``stored``, with ``train.iterations`` raised when ``requested``
+    asks for more (never lowered).
+
+    Raises:
+        TrainError: ``requested`` differs from ``stored`` in any other key (named, with both values).
+    """
+    have, want = stored.flat(), requested.flat()
+    differ = [key for key, value in want.items() if key != "train.iterations" and value != have[key]]
+    if differ:
+        asked = ", ".join(f"{key}={abbreviate(want[key])} (the run has {abbreviate(have[key])})" for key in differ)
+        raise TrainError(
+            f"cannot resume with {asked}: a resume continues the stored run (only --iterations can raise its "
+            "length); start a new run with --out to change it"
+        )
+    return make_config({"train.iterations": max(have["train.iterations"], want["train.iterations"])}, base=stored)
+
+
+def resumed_scenario(stored: Scenario, overrides: Sequence[Any]) -> Scenario:
+    """``stored``; scenario ``--set`` overrides on a resume are accepted only when they change nothing.
+
+    Raises:
+        TrainError: an override changes the stored scenario (naming the key).
+    """
+    if not overrides:
+        return stored
+    wanted = Scenario.from_dict(apply_overrides(stored.to_dict(), overrides, stored.source), source="--set")
+    have, want = stored.to_dict(), wanted.to_dict()
+    changed = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if changed:
+        raise TrainError(
+            f"cannot resume with a different scenario ({', '.join(changed)} changed by --set): a resume continues "
+            "the stored run; start a new run with --out to change it"
+        )
+    return stored
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], RunConfig, Scenario]:
+    """The checkpoint ``RUN/checkpoints/last.pt`` of a run to resume: ``(raw checkpoint, config, scenario)``.
+
+    Raises:
+        TrainError: no checkpoint, or an unreadable one.
+    """
+    ckpt_path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not ckpt_path.is_file():
+        raise TrainError(f"cannot resume: {ckpt_path}: no such checkpoint file")
+    try:
+        raw = load_raw(ckpt_path)
+    except CheckpointError as exc:
+        raise TrainError(f"cannot resume: {exc}") from None
+    config = make_config(raw["config"], source=f"{ckpt_path} (config)")
+    return raw, config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)")
+
+
+def _max_episode_steps(task: Any) -> int:
+    if getattr(task, "kind", "") == "intersection":
+        s = task.settings
+        return max(1, math.ceil(s.duration_s * s.policy_frequency_hz))
+    return int(getattr(task, "max_episode_steps", 1000))
+
+
+def iteration_memory_estimate_bytes(config: RunConfig, obs_dim: int, max_episode_steps: int) -> int:
+    """A lower bound of one meta-iteration's memory: the padded pre- and post-adaptation batches (observations,
+    actions, rewards, masks) and the policy's activations kept for the outer gradient, at 4 bytes a number."""
+    t = config.train
+    per_step = 4 * (obs_dim + 6 + 2 * sum(config.policy.hidden_sizes))
+    return 2 * t.meta_batch_size * t.episodes_per_task * max_episode_steps * per_step
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: RunConfig, trainer: Trainer) -> None:
+    """Refuse up front a meta-batch that cannot fit in this machine's memory.
+
+    Raises:
+        TrainError: naming the sizes and the estimate.
+    """
+    steps = _max_episode_steps(trainer.scenario.medium_task())
+    need = iteration_memory_estimate_bytes(config, int(trainer.obs_space.shape[0]), steps)
+    have = physical_memory_bytes()
+    if have is not None and need > have:
+        t = config.train
+        raise TrainError(
+            f"train.meta_batch_size={t.meta_batch_size} x train.episodes_per_task={t.episodes_per_task} x up to "
+            f"{steps} steps needs at least {need / 2**30:.3g} GiB per iteration (estimate), more than this "
+            f"machine's {have / 2**30:.3g} GiB of memory; lower train.meta_batch_size or train.episodes_per_task"
+        )
+
+
 def train(
     config: RunConfig,
     out_dir: Path | None = None,
@@ -484,61 +599,105 @@ def train(
     stop_after: int | None = None,
     scenario: Scenario | None = None,
     sampler: Sampler | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Meta-train according to ``config`` into ``out_dir`` (created; must be new unless ``resume``).
+
+    The process holds the run directory's lock (:class:`~intersection_meta.runlog.RunLock`) throughout, removes
+    temporaries a killed process left, and writes the logs crash-safely (:mod:`intersection_meta.runlog`).
 
     Args:
         scenario: the (possibly overridden) scenario; default ``load_scenario(config.train.scenario)``.
         resume: continue the run in ``out_dir`` from ``checkpoints/last.pt``; its stored config is used
-            and must not conflict with ``config`` (only ``iterations`` may be raised).
+            and must equal ``config`` except ``train.iterations``, which can only raise the run's length
+            (:func:`resumed_config`).
         stop_after: stop after this many iterations in this call (for tests of interruption); the run stays
             resumable.
         sampler: where episodes are collected (default: :class:`~intersection_meta.sampler.LocalSampler`, in
             this process; ``distributed.RaySampler`` for Ray actors, with identical metrics). Not closed here.
+        on_warning: called with each one-line health warning (default: printed to stderr).
 
     Raises:
-        TrainError: the output directory is unusable or the resume does not match.
+        TrainError: the output directory is unusable or busy, the resume does not match, or the meta-batch
+            cannot fit in memory.
+        TrainingDiverged: a loss, gradient or parameter became non-finite (the last good checkpoint is kept).
+        OSError: writing the run directory failed (e.g. a full disk); the last good checkpoint is kept.
     """
     if resume:
         if out_dir is None:
             raise TrainError("--resume needs the run directory")
-        ckpt_path = Path(out_dir) / "checkpoints" / "last.pt"
-        try:
-            raw = load_raw(ckpt_path)
-        except CheckpointError as exc:
-            raise TrainError(f"cannot resume: {exc}") from None
-        stored = make_config(raw["config"], source=f"{ckpt_path} (config)")
-        iterations = max(config.train.iterations, stored.train.iterations)
-        config = make_config({"train.iterations": iterations}, base=stored)
-        trainer = Trainer(config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)"), sampler)
-        trainer.load_state(raw)
+        out_dir = Path(out_dir)
+        read_run(out_dir)  # a clear error before the lock creates anything
     else:
         scenario = scenario or load_scenario(config.train.scenario)
         out_dir = Path(out_dir) if out_dir is not None else default_out_dir(config, scenario.name)
-        if (out_dir / "checkpoints" / "last.pt").exists():
-            raise TrainError(
-                f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose another --out"
-            )
-        trainer = Trainer(config, scenario, sampler)
-    out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir, busy_error=TrainError):
+        remove_stale_temporaries(out_dir)
+        ckpt_path = out_dir / "checkpoints" / "last.pt"
+        if resume:
+            raw, stored, stored_scenario = read_run(out_dir)  # again, under the lock
+            config = resumed_config(stored, config)
+            if scenario is not None and scenario.to_dict() != stored_scenario.to_dict():
+                raise TrainError(f"cannot resume {out_dir} with another scenario than its own ({stored_scenario.name})")
+            trainer = Trainer(config, stored_scenario, sampler)
+            try:
+                trainer.load_state(raw)
+            except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # crafted or mismatched tensors
+                raise TrainError(
+                    f"cannot resume: {ckpt_path}: its state does not fit the stored config "
+                    f"({type(exc).__name__}: {shorten(str(exc).splitlines()[0] if str(exc) else '', 200)})"
+                ) from None
+        else:
+            if ckpt_path.exists():
+                raise TrainError(
+                    f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose another --out"
+                )
+            trainer = Trainer(config, scenario, sampler)
+        check_memory(config, trainer)
+        return _train_loop(trainer, out_dir, progress, tensorboard, on_iteration, stop_after, on_warning)
+
+
+def _print_warning(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _train_loop(
+    trainer: Trainer,
+    out_dir: Path,
+    progress: bool,
+    tensorboard: bool,
+    on_iteration: Callable[[dict[str, float]], None] | None,
+    stop_after: int | None,
+    on_warning: Callable[[str], None] | None,
+) -> TrainResult:
+    """Iterate until ``train.iterations`` (or ``stop_after`` iterations): step, check health, log, checkpoint."""
+    config = trainer.config
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     _write_run_config(out_dir, trainer)
     writer = MetricsWriter(out_dir, trainer.iteration, tensorboard=tensorboard)
     task_log = TaskLog(out_dir, trainer.iteration)
+    monitor = CollapseMonitor(min_entropy_nats=1e-3 if trainer.act_space.shape == () else None)
+    warn = on_warning or _print_warning
     rows: list[dict[str, float]] = []
     bar = ProgressBar(config.train.iterations, trainer.iteration) if progress else None
     last = out_dir / "checkpoints" / "last.pt"
     try:
         done_here = 0
         while trainer.iteration < config.train.iterations and (stop_after is None or done_here < stop_after):
-            row = trainer.step()
+            row = _guarded_step(trainer, last)
             done_here += 1
+            check_health(trainer, row, last)
+            # logs first (appended and fsynced), then the checkpoint: a kill never loses a checkpointed row
             writer.write(row)
             task_log.write(trainer.iteration, trainer.last_tasks)
             rows.append(row)
             save_checkpoint(last, trainer.state())
             if trainer.iteration % config.train.checkpoint_every == 0 or trainer.iteration == config.train.iterations:
                 save_checkpoint(out_dir / "checkpoints" / f"iter_{trainer.iteration:05d}.pt", trainer.state())
+            warning = monitor.update(row)
+            if warning is not None:
+                warn(warning)
             if on_iteration is not None:
                 on_iteration(row)
             if bar is not None:
@@ -548,3 +707,43 @@ def train(
             bar.close()
         writer.close()
     return TrainResult(out_dir=out_dir, checkpoint=last, metrics=rows)
+
+
+def _guarded_step(trainer: Trainer, last: Path) -> dict[str, float]:
+    """``trainer.step()``; torch refusing a non-finite action distribution inside it (e.g. adapted parameters that
+    overflow) is a divergence, not a crash."""
+    try:
+        return trainer.step()
+    except ValueError as exc:
+        if not is_invalid_distribution(exc):
+            raise
+        raise _diverged(trainer.iteration + 1, "policy output during sampling or adaptation", last) from None
+
+
+def check_health(trainer: Trainer, row: dict[str, float], last: Path) -> None:
+    """Stop the run when the iteration just computed holds a non-finite number (before anything is saved): a
+    checked metric, a parameter, or the updated policy's output on this iteration's observations.
+
+    Raises:
+        TrainingDiverged: naming the iteration, the quantity and the last good checkpoint.
+    """
+    params = [*trainer.policy.named_parameters(), *_learner_tensors(trainer.learner)]
+    problem = first_non_finite(row, params)
+    if problem is None and trainer.probe_obs is not None:
+        problem = invalid_policy_output(trainer.policy, trainer.probe_obs)
+    if problem is not None:
+        raise _diverged(int(row["iteration"]), problem, last)
+
+
+def _diverged(iteration: int, problem: str, last: Path) -> TrainingDiverged:
+    kept = (
+        f"the last good checkpoint (iteration {iteration - 1}) is kept: {last}"
+        if last.exists()
+        else "no checkpoint was written"
+    )
+    return TrainingDiverged(f"iteration {iteration}: non-finite {problem}; training stopped, {kept}")
+
+
+def _learner_tensors(learner: MetaLearner) -> list[tuple[str, torch.Tensor]]:
+    sizes = getattr(learner, "step_sizes", None) or {}
+    return [(f"step_sizes.{k}", v) for k, v in sizes.items()]

@@ -27,10 +27,11 @@ import yaml
 
 from intersection_meta.bench.report import make_report
 from intersection_meta.bench.runner import BenchError, LocalExecutor, RunSpec, run_all, run_dir_name
-from intersection_meta.cli.options import add_ray_argument, add_set_argument
+from intersection_meta.cli.errors import run_reporting_errors
+from intersection_meta.cli.options import add_ray_argument, add_set_argument, bounded_int
 from intersection_meta.config import make_config, split_overrides
 from intersection_meta.registry import ALGORITHMS
-from intersection_meta.schema import LoadError
+from intersection_meta.schema import LoadError, read_yaml_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--algos", default=",".join(ALGORITHMS), help=f"comma-separated, from {', '.join(ALGORITHMS)} (default: all)"
     )
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds, run as seeds 0..N-1 (default 5)")
-    p.add_argument("--iterations", type=int, required=True, help="meta-iterations per run")
+    p.add_argument("--seeds", type=bounded_int(1, 1000), default=5, help="number of seeds, run as seeds 0..N-1 (default 5)")
+    p.add_argument("--iterations", type=bounded_int(1, 10**7), required=True, help="meta-iterations per run")
     p.add_argument("--out", help="benchmark directory (default runs/bench/SUITE)")
     p.add_argument("--report-dir", help="where results.csv, report.md and plots go (default: --out)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores; not with --ray)")
+    p.add_argument(
+        "--jobs", type=bounded_int(1, 256), default=min(os.cpu_count() or 1, 256),
+        help="parallel runs (default: cores; not with --ray)",
+    )
     add_ray_argument(p, "run every (algorithm, seed) as a Ray task asking for 1 CPU, retried if its worker dies")
     add_set_argument(p, "run-config (train.meta_batch_size=10) or scenario (other.speed_mps=[6,9]) key, every run")
     p.add_argument(
@@ -86,23 +90,19 @@ def _executor(ray_address: str | None, jobs: int) -> LocalExecutor | Any:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: _bench(args, argv), lambda: "interrupted; rerun the same command to resume")
+
+
+def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     from intersection_meta.scenario import load_scenario
 
-    try:
-        algos = _parse_algos(args.algos)
-        if args.seeds < 1 or args.iterations < 1 or args.jobs < 1:
-            raise BenchError("--seeds, --iterations and --jobs must be >= 1")
-        run_sets, scenario_sets = split_overrides(args.set)
-        for key in ("meta.algo", "train.seed", "train.iterations", "train.scenario"):
-            if key in run_sets:
-                raise BenchError(f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead")
-        scenario = load_scenario(args.suite, scenario_sets)
-        base = make_config(
-            {**run_sets, "train.scenario": args.suite, "train.iterations": args.iterations}, source="--set"
-        )
-    except (BenchError, LoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    algos = _parse_algos(args.algos)
+    run_sets, scenario_sets = split_overrides(args.set)
+    for key in ("meta.algo", "train.seed", "train.iterations", "train.scenario"):
+        if key in run_sets:
+            raise BenchError(f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead")
+    scenario = load_scenario(args.suite, scenario_sets)
+    base = make_config({**run_sets, "train.scenario": args.suite, "train.iterations": args.iterations}, source="--set")
     target = args.target_return if args.target_return is not None else scenario.target_return
     out = Path(args.out) if args.out else Path("runs") / "bench" / scenario.name
     report_dir = Path(args.report_dir) if args.report_dir else out
@@ -122,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stored = out / "bench.yaml"
     if args.report_only and stored.exists():
         # report on the runs as trained: keep the training command and job count
-        previous = yaml.safe_load(stored.read_text()) or {}
+        previous = read_yaml_file(stored, LoadError) or {}
+        if not isinstance(previous, dict):
+            raise BenchError(f"{stored}: expected a mapping (the benchmark's stored settings)")
         command, jobs = str(previous.get("command", command)), int(previous.get("jobs", jobs))
     else:
         stored.write_text(
@@ -162,14 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         t0 = time.perf_counter()
-        try:
-            outcomes = run_all(specs, executor)
-        except KeyboardInterrupt:
-            print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
-            return 130
-        except BenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        outcomes = run_all(specs, executor)
         failed = [o for o in outcomes if o.status == "failed"]
         print(
             f"bench: {len(outcomes) - len(failed)}/{len(outcomes)} runs complete in {time.perf_counter() - t0:.0f} s",

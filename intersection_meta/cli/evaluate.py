@@ -12,7 +12,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from intersection_meta.cli.options import add_set_argument, add_threads_argument, set_torch_threads
+from intersection_meta.cli.errors import run_reporting_errors
+from intersection_meta.cli.options import (
+    MAX_COUNT,
+    SEED,
+    add_set_argument,
+    add_threads_argument,
+    bounded_int,
+    set_torch_threads,
+)
 from intersection_meta.registry import BACKENDS
 
 
@@ -21,62 +29,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint .pt file or run directory")
     p.add_argument("--scenario", help="evaluate on this scenario (must match the checkpoint's, or use --set)")
     add_set_argument(p, "override scenario keys for evaluation, e.g. --set other.speed_mps=[6,9]")
-    p.add_argument("--tasks", type=int, default=40, help="number of held-out tasks (default 40)")
-    p.add_argument("--adapt-steps", type=int, default=None, help="adaptation steps (default: the run's inner_steps)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task and step (default: the run's)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    p.add_argument("--tasks", type=bounded_int(1, MAX_COUNT), default=40, help="number of held-out tasks (default 40)")
+    p.add_argument(
+        "--adapt-steps", type=bounded_int(0, 1000), default=None, help="adaptation steps (default: the run's inner_steps)"
+    )
+    p.add_argument(
+        "--episodes",
+        type=bounded_int(1, MAX_COUNT),
+        default=None,
+        help="episodes per task and step (default: the run's train.episodes_per_task)",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="evaluation seed (default 0)")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS), help="simulator (default auto)")
     add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--report", metavar="DIR",
                    help="also write a failure report into DIR: report.md, overview.png, param_*.png, tasks.csv")
-    p.add_argument("--report-bins", type=int, default=6, help="bins per numeric parameter in --report (default 6)")
+    p.add_argument("--report-bins", type=bounded_int(1, 1000), default=6, help="bins per numeric parameter in --report (default 6)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_torch_threads(args.threads)
+    return run_reporting_errors(lambda: _evaluate(args))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from intersection_meta.checkpoint import CheckpointError, load_checkpoint
     from intersection_meta.evaluate import evaluate_checkpoint, format_report
     from intersection_meta.scenario import Scenario, apply_overrides, load_scenario
 
-    try:
-        if args.tasks < 1:
-            raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
-        if args.report_bins < 1:
-            raise ValueError(f"--report-bins must be >= 1, got {args.report_bins}")
-        ckpt = load_checkpoint(args.checkpoint, scenario=args.scenario if not args.set else None)
-        scenario = None
-        if args.set:
-            if args.scenario:
-                scenario = load_scenario(args.scenario, args.set)
-            else:
-                scenario = Scenario.from_dict(
-                    apply_overrides(ckpt.scenario.to_dict(), args.set, ckpt.path),
-                    source=f"{ckpt.path} (with --set {' '.join(args.set)})",
-                )
-            if scenario.kind != ckpt.scenario.kind:
-                raise CheckpointError(
-                    f"{ckpt.path}: trained on a {ckpt.scenario.kind} scenario, cannot evaluate on {scenario.kind}"
-                )
-        adapt_steps = ckpt.config.meta.inner_steps if args.adapt_steps is None else args.adapt_steps
-        if adapt_steps < 0:
-            raise ValueError(f"--adapt-steps must be >= 0, got {adapt_steps}")
-        report = evaluate_checkpoint(
-            ckpt,
-            n_tasks=args.tasks,
-            adapt_steps=adapt_steps,
-            episodes_per_task=args.episodes,
-            seed=args.seed,
-            backend=args.backend,
-            scenario=scenario,
-        )
-        if args.report and report["per_task"] and "collision_rate" not in report["per_task"][0]:
-            raise ValueError("--report needs an intersection scenario (success and collision outcomes per task)")
-    except ValueError as exc:  # CheckpointError, LoadError (config, scenario) and the checks above
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    ckpt = load_checkpoint(args.checkpoint, scenario=args.scenario if not args.set else None)
+    scenario = None
+    if args.set:
+        if args.scenario:
+            scenario = load_scenario(args.scenario, args.set)
+        else:
+            scenario = Scenario.from_dict(
+                apply_overrides(ckpt.scenario.to_dict(), args.set, ckpt.path),
+                source=f"{ckpt.path} (with --set {' '.join(args.set)})",
+            )
+        if scenario.kind != ckpt.scenario.kind:
+            raise CheckpointError(
+                f"{ckpt.path}: trained on a {ckpt.scenario.kind} scenario, cannot evaluate on {scenario.kind}"
+            )
+    adapt_steps = ckpt.config.meta.inner_steps if args.adapt_steps is None else args.adapt_steps
+    report = evaluate_checkpoint(
+        ckpt,
+        n_tasks=args.tasks,
+        adapt_steps=adapt_steps,
+        episodes_per_task=args.episodes,
+        seed=args.seed,
+        backend=args.backend,
+        scenario=scenario,
+    )
+    if args.report and report["per_task"] and "collision_rate" not in report["per_task"][0]:
+        raise ValueError("--report needs an intersection scenario (success and collision outcomes per task)")
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if args.report:
         from intersection_meta.failure_report import write_failure_report

@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from intersection_meta.cli.options import add_set_argument
+from intersection_meta.cli.errors import run_reporting_errors
+from intersection_meta.cli.options import MAX_COUNT, SEED, add_set_argument, bounded_int
 from intersection_meta.schema import parse_yaml
 from intersection_meta.scenario import (
     SCENARIO_DIR,
@@ -128,15 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=_cmd_validate)
     sp = with_set(sub.add_parser("sample", help="print concrete tasks drawn from a scenario"))
     sp.add_argument("name", help="scenario name or path")
-    sp.add_argument("-n", type=int, default=5, help="number of tasks (default 5)")
-    sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sp.add_argument("-n", type=bounded_int(1, MAX_COUNT), default=5, help="number of tasks (default 5)")
+    sp.add_argument("--seed", type=SEED, default=0, help="sampling seed (default 0)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
     sp.set_defaults(fn=_cmd_sample)
     sp = with_set(sub.add_parser("preview", help="draw sampled tasks (start, routes, conflict-zone arrival) as a PNG"))
     sp.add_argument("name", help="scenario name or path (intersection)")
-    sp.add_argument("-n", type=int, default=16, help="number of tasks (default 16)")
-    sp.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    sp.add_argument("--columns", type=int, default=4, help="panels per row (default 4)")
+    sp.add_argument("-n", type=bounded_int(1, 256), default=16, help="number of tasks (default 16)")
+    sp.add_argument("--seed", type=SEED, default=0, help="sampling seed (default 0)")
+    sp.add_argument("--columns", type=bounded_int(1, 64), default=4, help="panels per row (default 4)")
     sp.add_argument("--out", default="preview.png", help="PNG file to write (default preview.png)")
     sp.set_defaults(fn=_cmd_preview)
     return p
@@ -144,11 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except ScenarioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: args.fn(args))
 
 
 if __name__ == "__main__":

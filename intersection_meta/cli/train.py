@@ -14,12 +14,22 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from intersection_meta.cli.options import add_ray_argument, add_set_argument, add_threads_argument, set_torch_threads
+from intersection_meta.cli.errors import run_reporting_errors
+from intersection_meta.cli.options import (
+    SEED,
+    add_ray_argument,
+    add_set_argument,
+    add_threads_argument,
+    integer,
+    set_torch_threads,
+)
 from intersection_meta.config import RunConfig, config_help, load_config_file, make_config, split_overrides
 from intersection_meta.registry import ALGORITHMS, BACKENDS
-from intersection_meta.schema import LoadError
+
+if TYPE_CHECKING:
+    from intersection_meta.scenario import Scenario
 
 #: Shortcut flags and the run-config key each sets.
 SHORTCUTS: dict[str, str] = {
@@ -41,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", help="scenario name (scenarios/NAME.yaml) or path (train.scenario)")
     p.add_argument("--algo", help=f"meta-learner (meta.algo): {', '.join(ALGORITHMS)}")
     p.add_argument("--backend", help=f"simulator (env.backend): {', '.join(BACKENDS)}")
-    p.add_argument("--iterations", type=int, help="number of meta-iterations (train.iterations)")
-    p.add_argument("--seed", type=int, help="run seed (train.seed)")
+    p.add_argument("--iterations", type=integer, help="number of meta-iterations (train.iterations)")
+    p.add_argument("--seed", type=SEED, help="run seed (train.seed)")
     p.add_argument("--config", help="run-config YAML file (sections and keys as in --help-config)")
     add_set_argument(p, "override a run-config key (pg.gae_lambda=0.95) or a scenario key (other.speed_mps=[6,9])")
     p.add_argument("--out", help="run directory (default: runs/SCENARIO__ALGO__sSEED__TIME)")
@@ -97,13 +107,37 @@ def _ray_sampler(address: str | None, workers: int | None) -> Any:
     return RaySampler(workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, list[tuple[str, Any]]]:
-    """The run config (defaults < ``--config`` file < shortcut flags < ``--set``) and the scenario overrides."""
-    config = make_config(load_config_file(args.config), source=args.config) if args.config else RunConfig()
+def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> tuple[RunConfig, list[tuple[str, Any]]]:
+    """The run config (``base`` (default: the defaults) < ``--config`` file < shortcut flags < ``--set``) and the
+    scenario overrides."""
+    config = base or RunConfig()
+    if args.config:
+        config = make_config(load_config_file(args.config), source=args.config, base=config)
     flags = {key: getattr(args, flag) for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None}
     config = make_config(flags, source="command line", base=config)
     run_sets, scenario_sets = split_overrides(args.set)
     return make_config(run_sets, source="--set", base=config), scenario_sets
+
+
+def resolve_resume(args: argparse.Namespace) -> tuple[RunConfig, Scenario]:
+    """The stored config and scenario of ``--resume DIR``, with ``--iterations`` raising its length; any other
+    option that would change the run is refused.
+
+    Raises:
+        TrainError: naming the option or key that differs.
+    """
+    from intersection_meta.trainer import TrainError, read_run, resumed_config, resumed_scenario
+
+    if args.out and Path(args.out) != Path(args.resume):
+        raise TrainError("give either --out or --resume, not both")
+    _, stored, scenario = read_run(Path(args.resume))
+    if args.iterations is not None and args.iterations < stored.train.iterations:
+        raise TrainError(
+            f"--iterations {args.iterations}: the run in {args.resume} has train.iterations="
+            f"{stored.train.iterations}; a resume can only raise it"
+        )
+    requested, scenario_sets = resolve_config(args, base=stored)
+    return resumed_config(stored, requested), resumed_scenario(scenario, scenario_sets)
 
 
 def _evaluate(config: RunConfig, ckpt_path: Path, out_dir: Path) -> int | None:
@@ -141,55 +175,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     set_torch_threads(args.threads)
-    from intersection_meta.checkpoint import CheckpointError
-    from intersection_meta.distributed import RayError
-    from intersection_meta.scenario import load_scenario
-    from intersection_meta.trainer import TrainError, train
+    state: dict[str, Any] = {"phase": "setup"}
 
-    sampler = None
-    try:
-        ray_workers, args.set = pop_ray_workers(args.set)
-        config, scenario_sets = resolve_config(args)
-        if args.resume:
-            if args.out and Path(args.out) != Path(args.resume):
-                raise TrainError("give either --out or --resume, not both")
-            scenario = None
-        else:
-            scenario = load_scenario(config.train.scenario, scenario_sets)
-        t = config.train
-        print(
-            f"intersection_meta: {config.meta.algo} on {scenario.name if scenario else args.resume} "
-            f"({t.iterations} iterations x {t.meta_batch_size} tasks x {t.episodes_per_task} episodes)",
-            file=sys.stderr,
+    def interrupted() -> str:
+        if state["phase"] == "evaluation":
+            return (
+                f"interrupted during the final evaluation; training is complete and saved in {state['out_dir']}. "
+                f"Evaluate with: python -m intersection_meta.evaluate --checkpoint {state['checkpoint']}"
+            )
+        target = args.resume or args.out or state.get("out_dir") or "the run directory under runs/"
+        return (
+            "interrupted; the last completed iteration is saved. Continue with: "
+            f"python -m intersection_meta.train --resume {target}"
         )
-        if scenario is not None and scenario.constraints:  # issue 14: rejection sampling's cost, up front
-            print(f"task sampling: {len(scenario.constraints)} constraints, estimated "
-                  f"{scenario.acceptance().describe()}", file=sys.stderr)
-        sampler = _ray_sampler(args.ray, ray_workers)
+
+    return run_reporting_errors(lambda: _train(args, state), interrupted)
+
+
+def _train(args: argparse.Namespace, state: dict[str, Any]) -> int:
+    from intersection_meta.scenario import load_scenario
+    from intersection_meta.trainer import default_out_dir, train
+
+    ray_workers, args.set = pop_ray_workers(args.set)
+    if args.resume:
+        config, scenario = resolve_resume(args)
+        out_dir = Path(args.resume)
+    else:
+        config, scenario_sets = resolve_config(args)
+        scenario = load_scenario(config.train.scenario, scenario_sets)
+        out_dir = Path(args.out) if args.out else default_out_dir(config, scenario.name)
+    state["out_dir"] = out_dir
+    t = config.train
+    print(
+        f"intersection_meta: {config.meta.algo} on {scenario.name} "
+        f"({t.iterations} iterations x {t.meta_batch_size} tasks x {t.episodes_per_task} episodes)"
+        + (f", resuming {out_dir}" if args.resume else ""),
+        file=sys.stderr,
+    )
+    if scenario.constraints:  # issue 14: rejection sampling's cost, up front
+        print(f"task sampling: {len(scenario.constraints)} constraints, estimated "
+              f"{scenario.acceptance().describe()}", file=sys.stderr)
+    sampler = _ray_sampler(args.ray, ray_workers)
+    state["phase"] = "training"
+    try:
         result = train(
             config,
-            Path(args.resume or args.out) if (args.resume or args.out) else None,
+            out_dir,
             resume=bool(args.resume),
             progress=not args.quiet,
             tensorboard=not args.no_tensorboard,
             scenario=scenario,
             sampler=sampler,
         )
-    except (LoadError, TrainError, CheckpointError, RayError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        target = args.resume or args.out or "the run directory under runs/"
-        print(
-            f"\ninterrupted; the last completed iteration is saved. Continue with: "
-            f"python -m intersection_meta.train --resume {target}",
-            file=sys.stderr,
-        )
-        return 130
     finally:
         if sampler is not None:
             sampler.close()
     ckpt_path = result.checkpoint
+    state.update(phase="evaluation", checkpoint=ckpt_path)
     print(f"\nrun directory: {result.out_dir}\ncheckpoint:    {ckpt_path}")
     best = None
     if not args.no_eval and config.train.eval_tasks > 0:
