@@ -411,7 +411,6 @@ class Trainer:
             "peak_rss_mb": peak_rss_mb(),
         }
 
-
     def _second_batch_params(self, pre_by_task: list[Episodes]) -> list[dict[str, torch.Tensor]]:
         """The parameters each task's second batch is collected with: ``adapt(theta, pre_i)`` (detached), or
         ``theta`` itself for the multitask baseline (no inner loop in training)."""
@@ -425,8 +424,9 @@ class Trainer:
         iteration's schedule, gradient clipping) or TRPO (``trpo_max_kl``).
 
         Returns:
-            ``inner_loss``, ``outer_loss`` (before the step), ``meta_lr`` (NaN for TRPO), ``outer_kl`` and
-            ``outer_step_fraction`` (the accepted KL and fraction of the full TRPO step; NaN for Adam).
+            ``outer_loss`` (before the step), ``meta_lr`` (NaN for TRPO), ``outer_kl`` and ``outer_step_fraction``
+            (the accepted KL and fraction of the full TRPO step; NaN for Adam); for Adam also ``inner_loss`` and
+            ``outer_grad_norm`` (before clipping), which TRPO does not have (the health checks skip absent keys).
         """
         cfg, learner = self.config.train, self.learner
         if cfg.outer_optimizer == "trpo":
