@@ -51,6 +51,8 @@ from intersection_meta.tasks import (
     APPROACH_LANE_LENGTH_M,
     DRIVERS,
     ENTRIES,
+    IDM_MAX_ACCEL_LIMIT_MPS2,
+    IDM_PARAMETER_DEFAULTS,
     INTENTS,
     OBSERVATION_FEATURES,
     CartPoleTask,
@@ -187,6 +189,19 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
         "driver": _Leaf("enum", default="idm", allowed=DRIVERS, sampled=True),
         "speed_mps": _Leaf("float", default=8.0, sampled=True, **_SPEED),
         "time_gap_s": _Leaf("float", default=0.0, low=-10.0, high=10.0, sampled=True),
+        # The IDM driver's hidden behaviour (not in the observation); driver idm only. After time_gap_s, so a
+        # scenario that samples them draws everything else as before.
+        "idm_time_headway_s": _Leaf(
+            "float", default=IDM_PARAMETER_DEFAULTS["other_idm_time_headway_s"], sampled=True,
+            low=0.0, high=10.0, low_open=True,
+        ),
+        "idm_min_gap_m": _Leaf(
+            "float", default=IDM_PARAMETER_DEFAULTS["other_idm_min_gap_m"], sampled=True, low=0.0, high=50.0
+        ),
+        "idm_max_accel_mps2": _Leaf(
+            "float", default=IDM_PARAMETER_DEFAULTS["other_idm_max_accel_mps2"], sampled=True,
+            low=0.0, high=IDM_MAX_ACCEL_LIMIT_MPS2, low_open=True,
+        ),
     },
     "episode": {
         "duration_s": _Leaf("float", default=13.0, low=1.0, high=120.0),
@@ -561,12 +576,13 @@ class Scenario:
                     normalize_reward=s["reward"]["normalize_reward"],
                 ),
             )
-            return IntersectionTask(
-                scenario=self.name,
-                **{f: values[k] if isinstance(values[k], str) else float(values[k])
-                   for k, f in INTERSECTION_TASK_FIELDS.items()},
-                settings=settings,
-            )
+            fields = {f: values[k] if isinstance(values[k], str) else float(values[k])
+                      for k, f in INTERSECTION_TASK_FIELDS.items()}
+            if fields["other_driver"] != "idm":
+                # The IDM parameters do not apply: a constant-speed task carries the defaults, so its ID does not
+                # depend on values that cannot change its crossing.
+                fields.update(IDM_PARAMETER_DEFAULTS)
+            return IntersectionTask(scenario=self.name, **fields, settings=settings)
         if self.kind == "cartpole":
             return CartPoleTask(
                 scenario=self.name,
@@ -620,7 +636,13 @@ INTERSECTION_TASK_FIELDS: dict[str, str] = {
     "other.driver": "other_driver",
     "other.speed_mps": "other_speed_mps",
     "other.time_gap_s": "time_gap_s",
+    "other.idm_time_headway_s": "other_idm_time_headway_s",
+    "other.idm_min_gap_m": "other_idm_min_gap_m",
+    "other.idm_max_accel_mps2": "other_idm_max_accel_mps2",
 }
+
+#: The sampled keys of the other driver's IDM parameters (they apply to ``other.driver: idm`` only).
+IDM_KEYS: tuple[str, ...] = tuple(k for k, f in INTERSECTION_TASK_FIELDS.items() if f in IDM_PARAMETER_DEFAULTS)
 
 
 def task_field(kind: str, key: str) -> str:
@@ -683,6 +705,16 @@ def _check_intersection(v: _Validator, spec: Mapping[str, Any]) -> None:
             f"the other vehicle can enter from {sorted(shared)}, the ego's approach too; "
             "both vehicles on one approach is not a crossing. Use different entries",
         )
+    if "idm" not in other["driver"].values():
+        for key in IDM_KEYS:
+            param, default = other[key.split(".", 1)[1]], IDM_PARAMETER_DEFAULTS[INTERSECTION_TASK_FIELDS[key]]
+            if param.values() != (default,):
+                raise v.fail(
+                    key,
+                    f"got {abbreviate(param.to_yaml())}, but other.driver is {abbreviate(other['driver'].to_yaml())}:"
+                    f" the IDM parameters apply to driver idm only. Remove the key (default {default:g}) or let "
+                    "other.driver be idm or {choice: [idm, constant_speed]}",
+                )
     lo, hi = spec["reward"]["reward_speed_range_mps"]
     if hi > 40:
         raise v.fail(

@@ -28,6 +28,23 @@ OBSERVATION_FEATURES: tuple[str, ...] = ("presence", "x", "y", "vx", "vy", "cos_
 #: Length of every approach lane of highway-env's intersection: its end (s = 100 m) is the stop line.
 APPROACH_LANE_LENGTH_M = 100.0
 
+#: Largest maximum acceleration a task's IDM driver may have [m/s^2] (about 1 g).
+IDM_MAX_ACCEL_LIMIT_MPS2 = 10.0
+
+#: The other driver's hidden IDM parameters (task field -> default): desired time headway T, minimum gap s0
+#: (bumper to bumper: highway-env's ``DISTANCE_WANTED`` is s0 plus the 5 m car length, since it measures gaps
+#: between vehicle centres) and maximum acceleration (highway-env's ``ACC_MAX``: the IDM command is clipped to
+#: [-ACC_MAX, ACC_MAX], so it bounds braking as well; a low value is a driver who cannot or will not brake hard).
+#: The defaults are the values highway-env's intersection gives every IDM vehicle (``TIME_WANTED`` 1.5 s,
+#: ``DISTANCE_WANTED`` 7 m, ``ACC_MAX`` 6 m/s^2), so a task that leaves them alone drives as before. They apply
+#: to ``other_driver == "idm"`` only (a constant-speed driver carries the defaults), and they are not in the
+#: observation: a policy can only infer them from how the other car moves.
+IDM_PARAMETER_DEFAULTS: dict[str, float] = {
+    "other_idm_time_headway_s": 1.5,
+    "other_idm_min_gap_m": 2.0,
+    "other_idm_max_accel_mps2": 6.0,
+}
+
 
 @dataclass(frozen=True)
 class RewardWeights:
@@ -65,6 +82,12 @@ class IntersectionTask:
     ``time_gap_s`` is the other vehicle's arrival time at the stop line minus the ego's, both at constant
     initial speed: positive means the ego arrives first. The other vehicle's start position is derived
     from it by :func:`other_distance_to_stop_m`.
+
+    ``other_idm_*`` are the other driver's hidden behaviour parameters (the Intelligent Driver Model's desired
+    time headway T, minimum gap s0 and the bound on its acceleration and braking, see
+    :data:`IDM_PARAMETER_DEFAULTS`); they only apply to ``other_driver == "idm"``, where a constant-speed
+    driver must keep the defaults. Whether the other driver yields at all is ``other_driver`` itself: ``idm``
+    brakes for the ego in its path, ``constant_speed`` never does.
     """
 
     scenario: str
@@ -79,6 +102,9 @@ class IntersectionTask:
     time_gap_s: float
     settings: IntersectionSettings = field(default_factory=IntersectionSettings)
     kind: Literal["intersection"] = "intersection"
+    other_idm_time_headway_s: float = IDM_PARAMETER_DEFAULTS["other_idm_time_headway_s"]
+    other_idm_min_gap_m: float = IDM_PARAMETER_DEFAULTS["other_idm_min_gap_m"]
+    other_idm_max_accel_mps2: float = IDM_PARAMETER_DEFAULTS["other_idm_max_accel_mps2"]
 
     @property
     def other_distance_to_stop_m(self) -> float:
@@ -90,11 +116,22 @@ class IntersectionTask:
     def task_id(self) -> str:
         return task_id(self)
 
+    @property
+    def has_default_idm_parameters(self) -> bool:
+        """Whether every ``other_idm_*`` field holds its default (:data:`IDM_PARAMETER_DEFAULTS`)."""
+        return all(getattr(self, f) == v for f, v in IDM_PARAMETER_DEFAULTS.items())
+
     def describe(self) -> str:
+        idm = (
+            ""
+            if self.has_default_idm_parameters
+            else f", IDM T {self.other_idm_time_headway_s:.2f} s s0 {self.other_idm_min_gap_m:.1f} m "
+            f"a_max {self.other_idm_max_accel_mps2:.2f} m/s^2"
+        )
         return (
             f"[{self.task_id}] ego {self.ego_entry}->{self.ego_intent} {self.ego_speed_mps:.2f} m/s "
             f"at {self.ego_distance_to_stop_m:.1f} m; other {self.other_entry}->{self.other_intent} "
-            f"({self.other_driver}) {self.other_speed_mps:.2f} m/s, gap {self.time_gap_s:+.2f} s "
+            f"({self.other_driver}{idm}) {self.other_speed_mps:.2f} m/s, gap {self.time_gap_s:+.2f} s "
             f"(starts {self.other_distance_to_stop_m:.1f} m before its stop line)"
         )
 
@@ -172,15 +209,26 @@ def sampled_parameters(task: Task) -> dict[str, object]:
     return {f.name: getattr(task, f.name) for f in fields(task) if f.name not in skip}
 
 
+#: Task fields added after task IDs were first recorded: at their default value they are left out of the ID, so
+#: every task that does not use them keeps the ID it had before they existed.
+_LATER_FIELD_DEFAULTS: dict[str, object] = dict(IDM_PARAMETER_DEFAULTS)
+
+
 def task_id(task: Task) -> str:
-    """Stable 8-hex-digit ID from the task's kind and parameters (floats rounded to 1e-6)."""
+    """Stable 8-hex-digit ID from the task's kind and parameters (floats rounded to 1e-6); fields added later
+    (the other driver's IDM parameters) count only when they differ from their defaults."""
 
     def canon(v: object) -> object:
         if isinstance(v, float | np.floating):
             return round(float(v), 6)
         return v
 
-    payload = {"kind": task.kind, **{k: canon(v) for k, v in sampled_parameters(task).items()}}
+    params = {
+        k: v
+        for k, v in sampled_parameters(task).items()
+        if not (k in _LATER_FIELD_DEFAULTS and canon(v) == _LATER_FIELD_DEFAULTS[k])
+    }
+    payload = {"kind": task.kind, **{k: canon(v) for k, v in params.items()}}
     digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:8]
 

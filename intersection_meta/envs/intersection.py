@@ -23,6 +23,8 @@ from highway_env.vehicle.kinematics import Vehicle
 from intersection_meta.tasks import (
     APPROACH_LANE_LENGTH_M,
     DRIVERS,
+    IDM_MAX_ACCEL_LIMIT_MPS2,
+    IDM_PARAMETER_DEFAULTS,
     INTENTS,
     OBSERVATION_FEATURES,
     IntersectionTask,
@@ -100,6 +102,20 @@ def validate_task(task: IntersectionTask) -> None:
         raise ValueError(f"other_speed_mps must be >= 0, got {task.other_speed_mps}")
     if task.ego_distance_to_stop_m < 0:
         raise ValueError(f"ego_distance_to_stop_m must be >= 0, got {task.ego_distance_to_stop_m}")
+    if not 0 < task.other_idm_time_headway_s < float("inf"):
+        raise ValueError(f"other_idm_time_headway_s must be > 0 (and finite), got {task.other_idm_time_headway_s}")
+    if not 0 <= task.other_idm_min_gap_m < float("inf"):
+        raise ValueError(f"other_idm_min_gap_m must be >= 0 (and finite), got {task.other_idm_min_gap_m}")
+    if not 0 < task.other_idm_max_accel_mps2 <= IDM_MAX_ACCEL_LIMIT_MPS2:
+        raise ValueError(
+            f"other_idm_max_accel_mps2 must be in (0, {IDM_MAX_ACCEL_LIMIT_MPS2:g}], got "
+            f"{task.other_idm_max_accel_mps2}"
+        )
+    if task.other_driver != "idm" and not task.has_default_idm_parameters:
+        raise ValueError(
+            f"other_driver={task.other_driver!r} with non-default IDM parameters: they apply to 'idm' only; "
+            f"keep the defaults {IDM_PARAMETER_DEFAULTS}"
+        )
     s = task.settings
     if s.action not in ("discrete", "continuous"):
         raise ValueError(f"settings.action={s.action!r}; allowed: ['continuous', 'discrete']")
@@ -189,12 +205,29 @@ class _IntersectionIDMVehicle(IDMVehicle):
     """IDM driver with the values stock ``IntersectionEnv._make_vehicles`` would set on ``IDMVehicle``
     globally; here they are this private subclass's own class attributes, so nothing else changes.
 
-    Other constants are IDMVehicle's: TIME_WANTED 1.5 s, DELTA 4, ACC_MAX 6 m/s^2.
+    Other constants are IDMVehicle's: TIME_WANTED 1.5 s, DELTA 4, ACC_MAX 6 m/s^2. A task's hidden driver
+    parameters replace TIME_WANTED, DISTANCE_WANTED and ACC_MAX on the one vehicle's instance
+    (:func:`_set_driver_parameters`), never on a class.
     """
 
     DISTANCE_WANTED = 7.0  # [m] jam distance
     COMFORT_ACC_MAX = 6.0  # [m/s^2]
     COMFORT_ACC_MIN = -3.0  # [m/s^2]
+
+
+def idm_distance_wanted_m(task: IntersectionTask) -> float:
+    """highway-env's ``DISTANCE_WANTED`` of the task's IDM driver: its minimum gap s0 (bumper to bumper) plus the
+    car length, because ``IDMVehicle`` measures the gap between vehicle centres (default 2 + 5 = 7 m)."""
+    return float(task.other_idm_min_gap_m) + Vehicle.LENGTH
+
+
+def _set_driver_parameters(vehicle: IDMVehicle, task: IntersectionTask) -> None:
+    """The task's hidden IDM parameters as attributes of this vehicle instance (``IDMVehicle`` reads them through
+    ``self``): desired time headway T, minimum gap s0, and the maximum acceleration ACC_MAX that clips the IDM
+    command to [-ACC_MAX, ACC_MAX] (so it bounds braking too; IDM's own a, COMFORT_ACC_MAX, stays 6 m/s^2)."""
+    vehicle.TIME_WANTED = float(task.other_idm_time_headway_s)
+    vehicle.DISTANCE_WANTED = idm_distance_wanted_m(task)
+    vehicle.ACC_MAX = float(task.other_idm_max_accel_mps2)
 
 
 class _RouteFollowingVehicle(ControlledVehicle):
@@ -336,8 +369,10 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
     Continuous: a route-following vehicle with commanded acceleration 0 until the first action.
     Other on its entry's approach lane at s = ``100 - other_distance_to_stop_m`` (may be negative: the
     lane is extrapolated), speed ``other_speed_mps``, route planned to its exit, target speed = its
-    initial speed. ``"idm"``: IDMVehicle with DISTANCE_WANTED 7 m, COMFORT_ACC_MAX 6, COMFORT_ACC_MIN -3
-    (target speed clipped to the 10 m/s lane limit inside IDM, no lane changes, no randomisation).
+    initial speed. ``"idm"``: IDMVehicle with COMFORT_ACC_MIN -3 and the task's hidden driver parameters
+    TIME_WANTED = ``other_idm_time_headway_s`` (default 1.5 s), DISTANCE_WANTED = ``other_idm_min_gap_m``
+    + 5 m car length (default 2 + 5 = 7 m), ACC_MAX = ``other_idm_max_accel_mps2`` (default 6), set on the instance (target speed
+    clipped to the 10 m/s lane limit inside IDM, no lane changes, no randomisation).
     ``"constant_speed"``: ``ControlledVehicle`` tracking its initial speed along its route, blind to the ego.
     ``road.vehicles == [ego, other]`` in this order. The state is deterministic (no randomness is used).
 
@@ -432,6 +467,7 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
         other.target_speed = float(task.other_speed_mps)
         if isinstance(other, IDMVehicle):
             other.enable_lane_change = False  # single-lane roads: MOBIL could never act anyway
+            _set_driver_parameters(other, task)
         other.plan_route_to(destination_node(task.other_entry, task.other_intent))
 
         road.vehicles = [ego, other]

@@ -18,8 +18,8 @@ State layout (arrays owned by the VectorEnv wrapper, mutated in place):
   ``V_*`` / ``VI_*`` below;
 * ``sf`` (N, ``NSF``) float64 and ``si`` (N, ``NSI``) int64: per scene, columns ``S_*`` / ``SI_*``;
 * ``params`` (N, ``NP``) float64: per-scene constants, columns ``P_*``: the other driver's IDM parameters
-  (today every scene holds highway-env's intersection values; per-task driver parameters only need to
-  fill these columns), reward weights and the episode duration.
+  (the task's hidden time headway, minimum gap and maximum acceleration; the other constants are highway-env's
+  intersection values), reward weights and the episode duration.
 
 Exactness: ``np.dot`` / ``np.linalg.norm`` go through :func:`.numerics.dot2`; ``cos``/``sin`` are libm's and
 equal NumPy's on this machine; ``tan``, ``arctan``, ``arcsin``, ``arctan2`` and ``power`` are libm's, while

@@ -119,6 +119,7 @@ class FastIntersectionVectorEnv(VectorEnv):
     def _build_scenes(self) -> None:
         """Initial vehicle states, routes and per-scene parameters of every task."""
         from intersection_meta.envs.intersection import _IntersectionIDMVehicle as Idm
+        from intersection_meta.envs.intersection import idm_distance_wanted_m
 
         tab = lane_table()
         self._geo, self._successors = tab.geometry, tab.successors
@@ -144,9 +145,10 @@ class FastIntersectionVectorEnv(VectorEnv):
             r = t.settings.rewards
             p = params[i]
             p[K.P_OTHER_IS_IDM] = float(t.other_driver == "idm")
-            p[K.P_IDM_DISTANCE_WANTED_M] = Idm.DISTANCE_WANTED
-            p[K.P_IDM_TIME_WANTED_S] = Idm.TIME_WANTED
-            p[K.P_IDM_ACC_MAX_MPS2] = Idm.ACC_MAX
+            # The task's hidden driver parameters (the reference sets them on its IDM vehicle's instance).
+            p[K.P_IDM_DISTANCE_WANTED_M] = idm_distance_wanted_m(t)
+            p[K.P_IDM_TIME_WANTED_S] = t.other_idm_time_headway_s
+            p[K.P_IDM_ACC_MAX_MPS2] = t.other_idm_max_accel_mps2
             p[K.P_IDM_COMFORT_ACC_MAX_MPS2] = Idm.COMFORT_ACC_MAX
             p[K.P_IDM_COMFORT_ACC_MIN_MPS2] = Idm.COMFORT_ACC_MIN
             p[K.P_IDM_DELTA] = Idm.DELTA
