@@ -388,42 +388,32 @@ def test_threaded_kernel_gives_the_serial_results():
 
 
 def test_idm_parameters_are_read_per_scene():
-    """The IDM constants are per-scene kernel parameters: a scene given another driver's constants matches a
-    reference env whose IDM vehicle class has them, while the other scenes keep the intersection's."""
-    from intersection_meta.envs import intersection as ref_module
-
+    """The other driver's hidden IDM parameters are per-scene kernel parameters: a scene whose task has other
+    values matches a reference env of that task, while the scene of the default task keeps the intersection's."""
     # The ego turns left into the exit lane the other vehicle is heading for, 1 s ahead of it: the IDM
-    # vehicle follows it (with the timid constants its observation differs by up to 0.16 from the stock one).
+    # vehicle follows it (with the timid values its observation differs by up to 0.16 from the stock one).
     task = dataclasses.replace(
         _broad_tasks(1, seed=16)[0], ego_entry="south", ego_intent="left", other_entry="east",
         other_intent="straight", other_driver="idm", ego_speed_mps=9.0, other_speed_mps=9.0, time_gap_s=1.0,
     )  # fmt: skip
-    tasks = [task, task]
-
-    class _TimidIdm(ref_module._IntersectionIDMVehicle):
-        TIME_WANTED = 3.0
-        DISTANCE_WANTED = 12.0
-        COMFORT_ACC_MAX = 2.0
-
+    timid = dataclasses.replace(
+        task, other_idm_time_headway_s=3.0, other_idm_min_gap_m=7.0, other_idm_max_accel_mps2=2.0
+    )
+    tasks = [task, timid]
     env = FastIntersectionVectorEnv(tasks)
-    env._params[1, K.P_IDM_TIME_WANTED_S] = _TimidIdm.TIME_WANTED
-    env._params[1, K.P_IDM_DISTANCE_WANTED_M] = _TimidIdm.DISTANCE_WANTED
-    env._params[1, K.P_IDM_COMFORT_ACC_MAX_MPS2] = _TimidIdm.COMFORT_ACC_MAX
+    np.testing.assert_array_equal(env._params[:, K.P_IDM_TIME_WANTED_S], [1.5, 3.0])
+    np.testing.assert_array_equal(env._params[:, K.P_IDM_DISTANCE_WANTED_M], [7.0, 12.0])
+    np.testing.assert_array_equal(env._params[:, K.P_IDM_ACC_MAX_MPS2], [6.0, 2.0])
     horizon = 12
     fast = [env.reset()[0]] + [env.step(np.array([1, 1]))[0] for _ in range(horizon)]
-    original = ref_module._IntersectionIDMVehicle
-    for i, cls in ((0, original), (1, _TimidIdm)):
-        ref_module._IntersectionIDMVehicle = cls
-        try:
-            ref = TwoVehicleIntersectionEnv(tasks[i])
-            ref_obs = [ref.reset(seed=0)[0]]
-            for _ in range(horizon):
-                obs, _, term, trunc, _ = ref.step(1)
-                ref_obs.append(obs)
-                if term or trunc:
-                    break
-        finally:
-            ref_module._IntersectionIDMVehicle = original
+    for i, t in enumerate(tasks):
+        ref = TwoVehicleIntersectionEnv(t)
+        ref_obs = [ref.reset(seed=0)[0]]
+        for _ in range(horizon):
+            obs, _, term, trunc, _ = ref.step(1)
+            ref_obs.append(obs)
+            if term or trunc:
+                break
         assert len(ref_obs) > 6
         np.testing.assert_allclose(np.array([f[i] for f in fast[: len(ref_obs)]]), ref_obs, rtol=0, atol=OBS_TOL)
     assert np.abs(fast[8][0] - fast[8][1]).max() > 0.05
