@@ -112,6 +112,28 @@ def test_fidelity_against_reference_env():
     assert steps >= 0.99
 
 
+def test_fidelity_with_hidden_driver_parameters():
+    """IDM drivers with non-default hidden parameters (time headway, minimum gap, max acceleration), on broad
+    crossings and on the two scenarios that sample them: every outcome and observation agrees."""
+    rng = np.random.default_rng(21)
+    broad = [
+        dataclasses.replace(
+            t,
+            other_driver="idm",
+            other_idm_time_headway_s=float(rng.uniform(0.2, 4.0)),
+            other_idm_min_gap_m=float(rng.uniform(0.0, 12.0)),
+            other_idm_max_accel_mps2=float(rng.uniform(0.5, 10.0)),
+        )
+        for t in _broad_tasks(24, seed=22)
+    ]
+    tasks = broad + load_scenario("assertive_driver").sample_tasks(12, seed=23)
+    tasks += load_scenario("yield_or_not", ["other.idm_max_accel_mps2=[1,9]"]).sample_tasks(12, seed=24)
+    assert sum(not t.has_default_idm_parameters for t in tasks) >= 40
+    outcome, steps = _agreement(tasks, TwoVehicleIntersectionEnv, FastIntersectionVectorEnv(tasks, seed=0), seed=5)
+    assert outcome == 1.0
+    assert steps >= 0.99
+
+
 # --- gymnasium vector env API ------------------------------------------------------------------------------
 @pytest.fixture
 def tasks() -> list[IntersectionTask]:
