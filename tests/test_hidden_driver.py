@@ -61,7 +61,7 @@ def _fast_run(tasks: list[IntersectionTask], action: int, steps: int) -> tuple[n
         obs, _, term, trunc, info = env.step(np.full(len(tasks), action))
         observations.append(obs)
         speeds.append(env.vehicle_state()["speed"][:, 1])
-        for i in np.flatnonzero((term | trunc)):
+        for i in np.flatnonzero(term | trunc):
             if outcomes[i] is None:
                 outcomes[i] = "collided" if info["crashed"][i] else "arrived" if info["arrived"][i] else "timeout"
     return np.array(observations), np.array(speeds), outcomes
@@ -174,7 +174,9 @@ def test_hidden_parameters_are_not_in_the_observation():
 # --- tasks and IDs -------------------------------------------------------------------------------------------------
 def test_task_ids_ignore_the_hidden_parameters_only_at_their_defaults():
     assert dataclasses.replace(FOLLOW, **IDM_PARAMETER_DEFAULTS).task_id == FOLLOW.task_id
-    changed = {dataclasses.replace(FOLLOW, **{field: value + 0.5}).task_id for field, value in IDM_PARAMETER_DEFAULTS.items()}
+    changed = {
+        dataclasses.replace(FOLLOW, **{field: value + 0.5}).task_id for field, value in IDM_PARAMETER_DEFAULTS.items()
+    }
     assert FOLLOW.task_id not in changed and len(changed) == 3
 
 

@@ -369,10 +369,11 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
     Continuous: a route-following vehicle with commanded acceleration 0 until the first action.
     Other on its entry's approach lane at s = ``100 - other_distance_to_stop_m`` (may be negative: the
     lane is extrapolated), speed ``other_speed_mps``, route planned to its exit, target speed = its
-    initial speed. ``"idm"``: IDMVehicle with COMFORT_ACC_MIN -3 and the task's hidden driver parameters
-    TIME_WANTED = ``other_idm_time_headway_s`` (default 1.5 s), DISTANCE_WANTED = ``other_idm_min_gap_m``
-    + 5 m car length (default 2 + 5 = 7 m), ACC_MAX = ``other_idm_max_accel_mps2`` (default 6), set on the instance (target speed
-    clipped to the 10 m/s lane limit inside IDM, no lane changes, no randomisation).
+    initial speed. ``"idm"``: IDMVehicle with COMFORT_ACC_MAX 6, COMFORT_ACC_MIN -3 and the task's hidden
+    driver parameters set on the instance: TIME_WANTED = ``other_idm_time_headway_s`` (default 1.5 s),
+    DISTANCE_WANTED = ``other_idm_min_gap_m`` + the 5 m car length (default 2 + 5 = 7 m), ACC_MAX =
+    ``other_idm_max_accel_mps2`` (default 6) (target speed clipped to the 10 m/s lane limit inside IDM, no lane
+    changes, no randomisation).
     ``"constant_speed"``: ``ControlledVehicle`` tracking its initial speed along its route, blind to the ego.
     ``road.vehicles == [ego, other]`` in this order. The state is deterministic (no randomness is used).
 
