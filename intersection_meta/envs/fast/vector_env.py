@@ -25,9 +25,12 @@ from intersection_meta.tasks import APPROACH_LANE_LENGTH_M, IntersectionSettings
 __all__ = ["PARALLEL_MIN_SCENES", "FastIntersectionVectorEnv"]
 
 #: Batches of at least this many scenes are spread over numba's threads (``numba.set_num_threads``);
-#: smaller ones run in the calling thread. Measured on 2 cores: 2 threads do 86% of the serial work per
-#: CPU-second at 4,096 scenes, 95% at 65,536, 74% at 1,024 and under 40% at 256 (thread launches).
-PARALLEL_MIN_SCENES = 4096
+#: smaller ones run in the calling thread. Earlier measurement on 2 cores: 2 threads do 86% of the serial work
+#: per CPU-second at 4,096 scenes, 95% at 65,536, 74% at 1,024 and under 40% at 256. Re-measured on the idle
+#: 2-core machine (yield_left, ms per step() 1 -> 2 threads): 256 scenes 1.45 -> 0.76 (1.90x), 400 scenes
+#: 2.18 -> 1.20 (1.82x), 128 scenes 1.80x, 20 scenes 1.51x; a busy second core makes threads cost more.
+#: 256 lets the default run's 400-scene batches use both cores (the directed step's 20 scenes stay serial).
+PARALLEL_MIN_SCENES = 256
 
 _DISCRETE_ACTIONS = ("SLOWER", "IDLE", "FASTER")
 
