@@ -177,6 +177,7 @@ def collect_episodes(
     max_steps: int | None = None,
     deterministic: bool = False,
     generator: torch.Generator | None = None,
+    use_active_mask: bool = True,
 ) -> Episodes:
     """Run exactly one episode in every sub-env of ``vec_env`` with ``policy`` (evaluated at ``params``).
 
@@ -196,6 +197,8 @@ def collect_episodes(
         max_steps: Optional cap on steps; episodes still running are then cut and flagged ``truncated``.
         deterministic: Take the distribution's mode instead of sampling.
         generator: Optional explicit sampling generator (overrides the one derived from ``seed``).
+        use_active_mask: Step only the sub-envs still running when the env offers ``step_active(actions,
+            active)`` (same episodes, less simulation); False always calls ``step``.
 
     Returns:
         :class:`Episodes` with ``B = vec_env.num_envs``.
@@ -207,6 +210,10 @@ def collect_episodes(
     action_space = vec_env.single_action_space
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
+    # Optional capability (the fast backend): step only the scenes of a bool mask, holding the others. The
+    # episodes are the same as with step(): held rows are masked out below, and the policy still sees all B
+    # rows, so the sampling generator advances exactly as it would.
+    step_active = getattr(vec_env, "step_active", None) if use_active_mask else None
 
     obs_np, _ = vec_env.reset(seed=int(seed))
     obs = torch.as_tensor(np.asarray(obs_np), dtype=torch.float32).reshape(n_envs, -1)  # [B, obs_dim]
@@ -229,7 +236,10 @@ def collect_episodes(
         dist = policy.distribution(obs, params)
         action = sample_actions(dist, generator, deterministic)
         env_action = env_actions(action, action_space)
-        next_obs_np, reward, term, trunc, infos = vec_env.step(env_action)
+        if step_active is not None:  # ended scenes are held instead of autoreset and simulated for nothing
+            next_obs_np, reward, term, trunc, infos = step_active(env_action, active)
+        else:
+            next_obs_np, reward, term, trunc, infos = vec_env.step(env_action)
         next_obs = torch.as_tensor(np.asarray(next_obs_np), dtype=torch.float32).reshape(n_envs, -1)
         term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
         valid = active.copy()

@@ -439,3 +439,52 @@ def test_idm_parameters_are_read_per_scene():
         assert len(ref_obs) > 6
         np.testing.assert_allclose(np.array([f[i] for f in fast[: len(ref_obs)]]), ref_obs, rtol=0, atol=OBS_TOL)
     assert np.abs(fast[8][0] - fast[8][1]).max() > 0.05
+
+
+def test_step_active_holds_inactive_scenes_and_steps_the_others_as_step(tasks):
+    """Scenes outside the mask keep their state (no simulation, no autoreset); the others evolve exactly as
+    under step(); a held scene that ended is autoreset by its next step()."""
+    n = len(tasks)
+    rng = np.random.default_rng(3)
+    actions = rng.integers(3, size=(30, n))
+    masks = rng.random((30, n)) < 0.7
+    ref, env = FastIntersectionVectorEnv(tasks), FastIntersectionVectorEnv(tasks)
+    ref.reset(seed=0)
+    env.reset(seed=0)
+    held_ended = 0  # steps that held a scene waiting for its autoreset
+    for a, mask in zip(actions, masks, strict=True):
+        before = env.vehicle_state()
+        held_ended += int((env._si[~mask, K.SI_NEEDS_RESET] != 0).any())
+        obs, rew, term, trunc, info = env.step_active(a, mask)
+        after = env.vehicle_state()
+        for key in before:
+            np.testing.assert_array_equal(after[key][~mask], before[key][~mask])
+        assert not (obs[~mask].any() or rew[~mask].any() or term[~mask].any() or trunc[~mask].any())
+        assert not (info["_crashed"][~mask].any() or info["rewards"]["_arrived_reward"][~mask].any())
+        assert info["_crashed"][mask].all()
+        ref_obs, ref_rew, ref_term, ref_trunc, ref_info = _step_scenes(ref, a, mask)
+        np.testing.assert_array_equal(obs[mask], ref_obs[mask])
+        np.testing.assert_array_equal(rew[mask], ref_rew[mask])
+        np.testing.assert_array_equal(term[mask], ref_term[mask])
+        np.testing.assert_array_equal(trunc[mask], ref_trunc[mask])
+        np.testing.assert_array_equal(info["crashed"][mask], ref_info["crashed"][mask])
+    assert held_ended > 0
+
+
+def _step_scenes(env: FastIntersectionVectorEnv, actions: np.ndarray, mask: np.ndarray):
+    """step() of every scene of ``env``, then the state of the scenes outside ``mask`` put back: the
+    reference for step_active (each scene evolves under step() on the steps it is active)."""
+    saved = [a.copy() for a in (env._vf, env._vi, env._sf, env._si)]
+    out = env.step(actions)
+    for arr, old in zip((env._vf, env._vi, env._sf, env._si), saved, strict=True):
+        arr[~mask] = old[~mask]
+    return out
+
+
+def test_step_active_rejects_bad_masks(tasks):
+    env = FastIntersectionVectorEnv(tasks)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="active must be a bool array"):
+        env.step_active(np.ones(len(tasks), dtype=int), np.ones(len(tasks) - 1, dtype=bool))
+    with pytest.raises(ValueError, match="active must be a bool array"):
+        env.step_active(np.ones(len(tasks), dtype=int), np.ones(len(tasks)))

@@ -663,18 +663,33 @@ def first_invalid_action(actions: np.ndarray, discrete: bool) -> int:
     return -1
 
 
+@njit(cache=True, _nrt=False)
+def hold_scene(i: int, obs: np.ndarray, out_f: np.ndarray, out_b: np.ndarray) -> None:
+    """Scene ``i`` left as it is (not stepped, not reset): zero observation, outputs and flags."""
+    for k in range(obs.shape[1]):
+        obs[i, k] = 0.0
+    for k in range(out_f.shape[0]):
+        out_f[k, i] = 0.0
+    for k in range(out_b.shape[0]):
+        out_b[k, i] = False
+
+
 @njit(cache=True)
 def step_serial(
-    actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
+    actions, active, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
     successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt, policy_dt, fused,
     obs, out_f, out_b,
 ):  # fmt: skip
-    """:func:`_step_scene` for every scene, in one thread. Returns -1, or the first scene whose discrete
-    action is not in {0, 1, 2} (then nothing was stepped)."""
+    """:func:`_step_scene` for every scene of the bool mask ``active`` (the others are held, see
+    :func:`hold_scene`), in one thread. Returns -1, or the first scene whose discrete action is not in
+    {0, 1, 2} (then nothing was stepped)."""
     bad = first_invalid_action(actions, discrete)
     if bad >= 0:
         return bad
     for i in range(vf.shape[0]):
+        if not active[i]:
+            hold_scene(i, obs, out_f, out_b)
+            continue
         _step_scene(
             i, actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len,
             geo, successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt,
@@ -685,7 +700,7 @@ def step_serial(
 
 @njit(cache=True, parallel=True)
 def step_parallel(
-    actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
+    actions, active, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
     successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt, policy_dt, fused,
     obs, out_f, out_b,
 ):  # fmt: skip
@@ -694,6 +709,9 @@ def step_parallel(
     if bad >= 0:
         return bad
     for i in prange(vf.shape[0]):
+        if not active[i]:
+            hold_scene(i, obs, out_f, out_b)
+            continue
         _step_scene(
             i, actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len,
             geo, successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt,

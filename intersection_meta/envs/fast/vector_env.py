@@ -25,9 +25,12 @@ from intersection_meta.tasks import APPROACH_LANE_LENGTH_M, IntersectionSettings
 __all__ = ["PARALLEL_MIN_SCENES", "FastIntersectionVectorEnv"]
 
 #: Batches of at least this many scenes are spread over numba's threads (``numba.set_num_threads``);
-#: smaller ones run in the calling thread. Measured on 2 cores: 2 threads do 86% of the serial work per
-#: CPU-second at 4,096 scenes, 95% at 65,536, 74% at 1,024 and under 40% at 256 (thread launches).
-PARALLEL_MIN_SCENES = 4096
+#: smaller ones run in the calling thread. Earlier measurement on 2 cores: 2 threads do 86% of the serial work
+#: per CPU-second at 4,096 scenes, 95% at 65,536, 74% at 1,024 and under 40% at 256. Re-measured on the idle
+#: 2-core machine (yield_left, ms per step() 1 -> 2 threads): 256 scenes 1.45 -> 0.76 (1.90x), 400 scenes
+#: 2.18 -> 1.20 (1.82x), 128 scenes 1.80x, 20 scenes 1.51x; a busy second core makes threads cost more.
+#: 256 lets the default run's 400-scene batches use both cores (the directed step's 20 scenes stay serial).
+PARALLEL_MIN_SCENES = 256
 
 _DISCRETE_ACTIONS = ("SLOWER", "IDLE", "FASTER")
 
@@ -112,6 +115,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         self._started = False
         self._no_actions = np.zeros(n, dtype=np.int64)
         self._no_acc = np.zeros(n)
+        self._all_active = np.ones(n, dtype=bool)
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
 
@@ -215,6 +219,24 @@ class FastIntersectionVectorEnv(VectorEnv):
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """One decision step of every scene (``NEXT_STEP`` autoreset of the scenes that ended last step)."""
+        return self._step(actions, self._all_active)
+
+    def step_active(
+        self, actions: Any, active: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """:meth:`step` of the scenes of the bool mask ``active`` only; the others are held as they are (not
+        simulated, not autoreset: a held scene that ended is reset by its next step) and report a zero
+        observation and reward, ``terminated = truncated = False`` and infos with their ``_key`` masks False.
+
+        This is what :func:`~intersection_meta.rollout.collect_episodes` uses so that scenes whose episode has
+        ended cost nothing; the scenes it steps evolve exactly as under :meth:`step`.
+        """
+        mask = np.asarray(active)
+        if mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
+            raise ValueError(f"active must be a bool array of shape ({self.num_envs},), got {mask.dtype} {mask.shape}")
+        return self._step(actions, mask)
+
+    def _step(self, actions: Any, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         if not self._started:
             raise RuntimeError("call reset() before step()")
         if self._discrete:
@@ -225,7 +247,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         threaded = self.num_envs >= PARALLEL_MIN_SCENES and numba.get_num_threads() > 1
         step = K.step_parallel if threaded else K.step_serial
         bad = step(
-            discrete_actions, commanded_acc, self._vf, self._vi, self._sf, self._si, self._init_vf,
+            discrete_actions, active, commanded_acc, self._vf, self._vi, self._sf, self._si, self._init_vf,
             self._init_vi, self._init_si, self._params, self._routes, self._route_len, self._geo,
             self._successors, self._from_id, self._to_id, self._target_speeds, self._features,
             self.settings.observation_absolute, self._discrete, self._frames, self._dt, self._policy_dt,
@@ -235,7 +257,8 @@ class FastIntersectionVectorEnv(VectorEnv):
             raise ValueError(
                 f"actions must be in [0, {len(_DISCRETE_ACTIONS) - 1}], got {discrete_actions[bad]} for sub-env {bad}"
             )
-        return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], self._infos(out_f, out_b)
+        infos = self._infos(out_f, out_b, None if active is self._all_active else active)
+        return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], infos
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _discrete_actions(self, actions: Any) -> np.ndarray:
@@ -268,9 +291,10 @@ class FastIntersectionVectorEnv(VectorEnv):
         obs = np.empty((n, self.single_observation_space.shape[0]), dtype=np.float32)
         return obs, np.empty((K.NOF, n)), np.empty((K.NOB, n), dtype=bool)
 
-    def _infos(self, out_f: np.ndarray, out_b: np.ndarray) -> dict[str, Any]:
-        """gymnasium's infos with every sub-env's ``_key`` mask set."""
-        masks = np.ones((4 + len(K.REWARD_TERMS), self.num_envs), dtype=bool)
+    def _infos(self, out_f: np.ndarray, out_b: np.ndarray, present: np.ndarray | None = None) -> dict[str, Any]:
+        """gymnasium's infos with the ``_key`` masks set for every sub-env, or for those of ``present``."""
+        masks = np.empty((4 + len(K.REWARD_TERMS), self.num_envs), dtype=bool)
+        masks[:] = True if present is None else present
         rewards: dict[str, np.ndarray] = {}
         for k, (name, row) in enumerate(zip(K.REWARD_TERMS, K.REWARD_TERM_ROWS, strict=True)):
             rewards[name] = out_f[row]
