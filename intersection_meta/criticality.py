@@ -152,11 +152,13 @@ def _touches(px: np.ndarray, py: np.ndarray, x: float, y: float, heading: float)
     """Whether any point lies in the footprint (``VEHICLE_LENGTH_M`` x ``VEHICLE_WIDTH_M``) centred at ``(x, y)``."""
     c, s = math.cos(heading), math.sin(heading)
     dx, dy = px - x, py - y
-    return bool(np.any((np.abs(dx * c + dy * s) <= VEHICLE_LENGTH_M / 2) & (np.abs(-dx * s + dy * c) <= VEHICLE_WIDTH_M / 2)))
+    along, across = np.abs(dx * c + dy * s), np.abs(-dx * s + dy * c)
+    return bool(np.any((along <= VEHICLE_LENGTH_M / 2) & (across <= VEHICLE_WIDTH_M / 2)))
 
 
-def _occupancy_interval(lanes: Sequence[int], junction_start_m: float, junction_end_m: float,
-                        px: np.ndarray, py: np.ndarray) -> tuple[float, float]:
+def _occupancy_interval(
+    lanes: Sequence[int], junction_start_m: float, junction_end_m: float, px: np.ndarray, py: np.ndarray
+) -> tuple[float, float]:
     """``(first, last)`` route arc length at which the footprint touches the raster points (coarse scan, then
     bisection of both boundaries to 1e-6 m)."""
     margin = VEHICLE_LENGTH_M
@@ -177,8 +179,10 @@ def _occupancy_interval(lanes: Sequence[int], junction_start_m: float, junction_
             inside, outside = (mid, outside) if touches_at(mid) else (inside, mid)
         return 0.5 * (inside + outside)
 
-    return (float(boundary(arcs[first - 1], arcs[first])),
-            float(boundary(arcs[min(last + 1, arcs.size - 1)], arcs[last])))
+    return (
+        float(boundary(arcs[first - 1], arcs[first])),
+        float(boundary(arcs[min(last + 1, arcs.size - 1)], arcs[last])),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -200,8 +204,10 @@ def _route_zone(ego_entry: str, ego_intent: str, other_entry: str, other_intent:
     if lo_x > hi_x or lo_y > hi_y:
         return ConflictZone((math.inf, math.inf), (math.inf, math.inf))
     h = ZONE_RESOLUTION_M  # a lattice on multiples of h, so straight lane edges at whole metres lie on it
-    gx, gy = np.meshgrid(np.arange(math.floor(lo_x / h), math.ceil(hi_x / h) + 1) * h,
-                         np.arange(math.floor(lo_y / h), math.ceil(hi_y / h) + 1) * h)
+    gx, gy = np.meshgrid(
+        np.arange(math.floor(lo_x / h), math.ceil(hi_x / h) + 1) * h,
+        np.arange(math.floor(lo_y / h), math.ceil(hi_y / h) + 1) * h,
+    )
     gx, gy = gx.ravel(), gy.ravel()
     in_zone = _on_lane_area(junction[0], gx, gy) & _on_lane_area(junction[1], gx, gy)
     if not in_zone.any():
@@ -227,8 +233,9 @@ def conflict_zone(task: Any) -> ConflictZone:
         return zone
     shift_e = APPROACH_LANE_LENGTH_M - task.ego_distance_to_stop_m
     shift_o = APPROACH_LANE_LENGTH_M - task.other_distance_to_stop_m
-    return ConflictZone((zone.ego_m[0] - shift_e, zone.ego_m[1] - shift_e),
-                        (zone.other_m[0] - shift_o, zone.other_m[1] - shift_o))
+    return ConflictZone(
+        (zone.ego_m[0] - shift_e, zone.ego_m[1] - shift_e), (zone.other_m[0] - shift_o, zone.other_m[1] - shift_o)
+    )
 
 
 def zone_array(tasks: Sequence[Any]) -> np.ndarray:
