@@ -63,12 +63,10 @@ def test_routes_that_never_share_junction_area_have_no_zone_and_infinite_pet_and
 
 
 def test_segment_min_distance_closed_forms():
-    # passing at 4 m abeam; moving away (minimum at the start); a segment through the origin
-    got = C.segment_min_distance_m(
-        np.array([-3.0, 3.0, -1.0]), np.array([4.0, 4.0, -1.0]), np.array([3.0, 6.0, 2.0]), np.array([4.0, 8.0, 2.0])
-    )
-    np.testing.assert_allclose(got, [4.0, 5.0, 0.0], atol=1e-12)
-    assert float(C.segment_min_distance_m(np.array(3.0), np.array(4.0), np.array(3.0), np.array(4.0))) == 5.0
+    assert C.segment_min_distance_m(-3.0, 4.0, 3.0, 4.0) == 4.0  # passing 4 m abeam
+    assert C.segment_min_distance_m(3.0, 4.0, 6.0, 8.0) == 5.0  # moving away: the start
+    assert C.segment_min_distance_m(-1.0, -1.0, 2.0, 2.0) == 0.0  # through the origin
+    assert C.segment_min_distance_m(3.0, 4.0, 3.0, 4.0) == 5.0  # standing still
 
 
 @pytest.mark.parametrize(
@@ -77,20 +75,23 @@ def test_segment_min_distance_closed_forms():
         ([1.0, 4.0], [2.5, 5.0], 1.5),  # ego first: other enters 1.5 s after the ego left
         ([4.0, 1.0], [5.0, 2.5], 1.5),  # other first
         ([1.0, 2.0], [3.0, 4.0], 0.0),  # both inside at once
-        ([1.0, 2.0], [np.nan, np.nan], 0.0),  # the first never left, the second came in
-        ([1.0, np.nan], [2.0, np.nan], math.inf),  # the other never came
-        ([np.nan, np.nan], [np.nan, np.nan], math.inf),
-        ([np.nan, 1.0], [np.nan, 2.0], math.inf),  # the ego stayed out (CriMe: inf)
+        ([1.0, 2.0], [math.nan, math.nan], 0.0),  # the first never left, the second came in
+        ([1.0, math.nan], [2.0, math.nan], math.inf),  # the other never came
+        ([math.nan, math.nan], [math.nan, math.nan], math.inf),
+        ([math.nan, 1.0], [math.nan, 2.0], math.inf),  # the ego stayed out (CriMe: inf)
     ],
     ids=["ego-first", "other-first", "overlap", "first-stays", "other-never", "nobody", "ego-never"],
 )
 def test_post_encroachment_time_cases(enter, exit, expected):
-    assert float(C.post_encroachment_time_s(np.array(enter), np.array(exit))) == expected
+    assert C.post_encroachment_time_s(enter[0], exit[0], enter[1], exit[1]) == expected
 
 
 def test_ttc_along_paths_closed_forms():
-    zone = np.array([[10.0, 19.0], [20.0, 29.0]])
-    ttc = lambda d, v: float(C.ttc_along_paths_s(np.array(d, float), np.array(v, float), zone))  # noqa: E731
+    zone = (10.0, 19.0, 20.0, 29.0)  # ego occupies d in [10, 19], other d in [20, 29]
+
+    def ttc(d, v):
+        return C.ttc_along_paths_s(d[0], v[0], d[1], v[1], *zone)
+
     assert ttc([0, 0], [5, 10]) == 2.0  # ego in [2, 3.8] s, other in [2, 2.9] s: both at 2 s
     assert ttc([0, 0], [5, 5]) == math.inf  # ego [2, 3.8], other [4, 5.8]: apart
     assert ttc([0, 0], [10, 5]) == math.inf  # ego [1, 1.9], other [4, 5.8]
@@ -98,8 +99,7 @@ def test_ttc_along_paths_closed_forms():
     assert ttc([15, 25], [0, 0]) == 0.0  # both inside, standing
     assert ttc([0, 0], [0, 10]) == math.inf  # a standing car before the zone never enters
     assert ttc([20, 0], [5, 10]) == math.inf  # the ego has passed it
-    no_zone = np.full((2, 2), np.inf)
-    assert float(C.ttc_along_paths_s(np.zeros(2), np.ones(2), no_zone)) == math.inf
+    assert C.ttc_along_paths_s(0.0, 1.0, 0.0, 1.0, *(math.inf,) * 4) == math.inf  # no conflict area
 
 
 # --- the tracker on synthetic frames ------------------------------------------------------------------------

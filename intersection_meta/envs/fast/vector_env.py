@@ -116,7 +116,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         self._no_acc = np.zeros(n)
         # Criticality metrics: the kernel writes each frame's states here, the tracker reads them after a step.
         self._frame_states = np.zeros((n, self._frames, 2, 4))
-        self._criticality = CriticalityTracker(zone_array(self.tasks), self._dt)
+        self._criticality = CriticalityTracker(zone_array(self.tasks), self._dt, PARALLEL_MIN_SCENES)
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
 
@@ -241,8 +241,9 @@ class FastIntersectionVectorEnv(VectorEnv):
             raise ValueError(
                 f"actions must be in [0, {len(_DISCRETE_ACTIONS) - 1}], got {discrete_actions[bad]} for sub-env {bad}"
             )
-        self._criticality.update(self._frame_states, present)
-        self._criticality.reset(resetting, self._tracked_states())
+        self._criticality.update(self._frame_states, present, skip=resetting)
+        if resetting.any():
+            self._criticality.reset(resetting, self._tracked_states())
         return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], self._infos(out_f, out_b)
 
     # --- helpers ---------------------------------------------------------------------------------------------
