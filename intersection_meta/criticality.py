@@ -396,28 +396,28 @@ def _update_scene(i: int, st: np.ndarray, zones: np.ndarray, frames: np.ndarray,
 
 
 @njit(cache=True)
-def _update_serial(st, zones, frames, present, skip, dt):  # noqa: ANN001, ANN202 - numba entry point
+def _update_serial(st, zones, frames, present, skip, dt):
     for i in range(st.shape[0]):
         if not skip[i]:
             _update_scene(i, st, zones, frames, present, dt)
 
 
 @njit(cache=True, parallel=True)
-def _update_parallel(st, zones, frames, present, skip, dt):  # noqa: ANN001, ANN202 - numba entry point
+def _update_parallel(st, zones, frames, present, skip, dt):
     for i in prange(st.shape[0]):
         if not skip[i]:
             _update_scene(i, st, zones, frames, present, dt)
 
 
 @njit(cache=True)
-def _reset_masked(st, zones, states, mask):  # noqa: ANN001, ANN202 - numba entry point
+def _reset_masked(st, zones, states, mask):
     for i in range(st.shape[0]):
         if mask[i]:
             _reset_scene(i, st, zones, states)
 
 
 @njit(cache=True)
-def _values(st, out):  # noqa: ANN001, ANN202 - numba entry point
+def _values(st, out):
     for i in range(st.shape[0]):
         out[0, i] = st[i, _MIN_DIST]
         out[1, i] = post_encroachment_time_s(st[i, _IN_E], st[i, _OUT_E], st[i, _IN_O], st[i, _OUT_O])
