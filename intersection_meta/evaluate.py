@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from intersection_meta.criticality import CRITICALITY_KEYS, finite_mean, json_value
 from intersection_meta.stats import mean_ci, wilson_interval
 
 #: Offset that keeps evaluation task seeds disjoint from training's (which use iteration numbers).
@@ -41,7 +42,10 @@ def evaluate_checkpoint(
         ``{"scenario", "algo", "iteration", "tasks", "episodes_per_task", "backend", "simulator", "task_ids",
         "steps": [{"adapt_step", "return_mean", "return_ci", "success_rate", "success_ci", "collision_rate",
         "collision_ci"}, ...], "per_task": [...]}``, plus on intersection scenarios ``"scripted"``
-        (:func:`scripted_section`).
+        (:func:`scripted_section`) and the criticality metrics (:data:`~intersection_meta.criticality.
+        CRITICALITY_KEYS`: ``min_distance_m``, ``pet_s``, ``min_ttc_s``, ``ego_peak_decel_mps2``) in every
+        ``steps`` row (over all episodes) and ``per_task`` entry (over the task's episodes after the last step):
+        means of the finite values, ``null`` when none is finite (e.g. no conflict area, or never entered).
     """
     from intersection_meta.adaptation import adapt_and_rollout
     from intersection_meta.envs.factory import resolve_backend, simulator_name
@@ -76,6 +80,7 @@ def evaluate_checkpoint(
                 count = int(sum(int(getattr(e, attr).sum()) for e in per_task))
                 p, plo, phi = wilson_interval(count, n)
                 row[f"{name}_rate"], row[f"{name}_ci"] = p, [plo, phi]
+        row.update(_criticality_means(per_task))
         steps.append(row)
     per_task = []
     for task, final in zip(tasks, result.episodes[-1], strict=True):
@@ -87,6 +92,7 @@ def evaluate_checkpoint(
         if final.arrived is not None:
             entry["success_rate"] = float(final.arrived.float().mean())
             entry["collision_rate"] = float(final.crashed.float().mean())
+        entry.update(_criticality_means([final]))
         per_task.append(entry)
     report = {
         "scenario": sc.name,
@@ -103,6 +109,14 @@ def evaluate_checkpoint(
     if scripted and sc.kind == "intersection" and tasks:
         report["scripted"] = scripted_section(tasks)
     return report
+
+
+def _criticality_means(batches: list) -> dict[str, float | None]:
+    """``{key: mean over the finite values or None}`` of the batches' criticality metrics (empty without them)."""
+    if any(b.criticality is None for b in batches):
+        return {}
+    return {key: json_value(finite_mean([v for b in batches for v in b.criticality[key].tolist()]))
+            for key in CRITICALITY_KEYS}
 
 
 def scripted_section(tasks: list) -> dict[str, Any]:
@@ -153,6 +167,14 @@ def format_report(report: dict[str, Any]) -> str:
                 lo, hi = s[f"{name}_ci"]
                 line += f"  {s[f'{name}_rate']:>7.1%} [{lo:>6.1%}, {hi:>6.1%}]"
         lines.append(line)
+    crit = [s for s in report["steps"] if "min_distance_m" in s]
+    if crit:
+        lines.append("criticality (means over episodes with a finite value; '-' none):")
+        names = ("min distance m", "PET s", "min TTC s", "ego peak decel m/s2")
+        lines.append(f"{'step':>4}  {names[0]:>14}  {names[1]:>7}  {names[2]:>9}  {names[3]:>19}")
+        for s in crit:
+            cells = [f"{s[k]:.2f}" if s[k] is not None else "-" for k in CRITICALITY_KEYS]
+            lines.append(f"{s['adapt_step']:>4}  {cells[0]:>14}  {cells[1]:>7}  {cells[2]:>9}  {cells[3]:>19}")
     lines += format_scripted(report)
     return "\n".join(lines)
 

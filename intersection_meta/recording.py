@@ -133,6 +133,16 @@ class Recording:
         """Vehicle states at the decision points (initial, then after each step): ``[T + 1, 2, 6]``."""
         return self.frame_states[self.decision_frames()]
 
+    def criticality_series(self) -> np.ndarray:
+        """Running criticality metrics at every frame of an intersection recording, ``[F, 4]`` in the order of
+        :data:`intersection_meta.criticality.CRITICALITY_KEYS` (computed from ``frame_states`` by the same tracker
+        the envs use; the value at a step's last frame equals the env's ``info["criticality"]`` after that step)."""
+        from intersection_meta.criticality import recording_series
+
+        if self.kind != "intersection":
+            raise ValueError(f"criticality metrics exist for intersection recordings only, not {self.kind!r}")
+        return recording_series(self.task_value(), self.frame_states, 1.0 / self.frame_rate_hz)
+
     def metadata(self) -> dict[str, Any]:
         """The non-array fields, JSON friendly."""
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)

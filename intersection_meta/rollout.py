@@ -38,6 +38,8 @@ class Episodes(NamedTuple):
         arrived: ``[B]`` bool if the step infos carry ``arrived``, else None.
         reward_terms: per-episode sums ``[B]`` of each entry of ``info["rewards"]`` (a dict of named reward
             terms, as in highway-env) when present, else None.
+        criticality: per-episode criticality metrics ``[B]`` float64 (``info["criticality"]`` at each episode's
+            last step: :mod:`intersection_meta.criticality`, may be inf) on intersection tasks, else None.
     """
 
     obs: Tensor
@@ -52,6 +54,7 @@ class Episodes(NamedTuple):
     crashed: Tensor | None = None
     arrived: Tensor | None = None
     reward_terms: dict[str, Tensor] | None = None
+    criticality: dict[str, Tensor] | None = None
 
     @property
     def n_episodes(self) -> int:
@@ -117,7 +120,8 @@ def _pad_time(x: Tensor, horizon: int) -> Tensor:
 def concat(batches: Sequence[Episodes]) -> Episodes:
     """Concatenate episode batches along ``B`` (padding ``T`` to the longest).
 
-    Optional fields (``crashed``, ``arrived``, ``reward_terms``) are kept only if every batch has them.
+    Optional fields (``crashed``, ``arrived``, ``reward_terms``, ``criticality``) are kept only if every batch has
+    them.
 
     Raises:
         ValueError: for an empty sequence.
@@ -224,6 +228,7 @@ def collect_episodes(
     last_obs = torch.zeros_like(obs)
     outcomes: dict[str, np.ndarray] = {}
     terms: dict[str, np.ndarray] = {}
+    criticality: dict[str, np.ndarray] = {}
 
     t = 0
     while active.any():
@@ -260,6 +265,12 @@ def collect_episodes(
                 arr = _info_array(infos["rewards"], name, n_envs)
                 if arr is not None:
                     terms[name] = terms.get(name, np.zeros(n_envs)) + np.where(valid, arr.astype(float), 0.0)
+        if isinstance(infos.get("criticality"), Mapping):  # running values: keep each episode's last valid one
+            for name in infos["criticality"]:
+                arr = _info_array(infos["criticality"], name, n_envs)
+                if arr is not None and not name.startswith("_"):
+                    previous = criticality.get(name, np.full(n_envs, np.nan))
+                    criticality[name] = np.where(valid, arr.astype(np.float64), previous)
 
         ended = valid & (term | trunc)
         if ended.any():
@@ -291,4 +302,5 @@ def collect_episodes(
         crashed=torch.as_tensor(outcomes["crashed"]) if "crashed" in outcomes else None,
         arrived=torch.as_tensor(outcomes["arrived"]) if "arrived" in outcomes else None,
         reward_terms={k: torch.as_tensor(v, dtype=torch.float32) for k, v in terms.items()} or None,
+        criticality={k: torch.as_tensor(v, dtype=torch.float64) for k, v in criticality.items()} or None,
     )

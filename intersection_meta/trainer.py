@@ -45,6 +45,7 @@ from intersection_meta.checkpoint import (
     spaces_to_dict,
 )
 from intersection_meta.config import RunConfig, TrainConfig, make_config
+from intersection_meta.criticality import CRITICALITY_KEYS, finite_mean
 from intersection_meta.envs.factory import (
     observation_and_action_spaces,
     resolve_backend,
@@ -76,6 +77,8 @@ from intersection_meta.schema import abbreviate, shorten
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import task_from_dict, task_to_dict
 
+#: Columns of ``metrics.csv``; the criticality columns are means over the batch's episodes with a finite value
+#: (:func:`intersection_meta.criticality.finite_mean`; NaN on the auxiliary suites or when none is finite).
 METRIC_COLUMNS: tuple[str, ...] = (
     "iteration",
     "wall_time_s",
@@ -86,6 +89,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "success_rate_post",
     "collision_rate_pre",
     "collision_rate_post",
+    *(f"{key}_{phase}" for key in CRITICALITY_KEYS for phase in ("pre", "post")),
     "inner_loss",
     "outer_loss",
     "meta_lr",
@@ -145,6 +149,13 @@ def _rate(flags: torch.Tensor | None) -> float:
     return float("nan") if flags is None else float(flags.float().mean())
 
 
+def criticality_means(episodes: Episodes, phase: str) -> dict[str, float]:
+    """``{KEY_phase: mean}`` of the episodes' criticality metrics over the finite values (NaN without them)."""
+    crit = episodes.criticality or {}
+    return {f"{key}_{phase}": finite_mean(crit[key].numpy()) if key in crit else float("nan")
+            for key in CRITICALITY_KEYS}
+
+
 def _env_steps(*batches: Episodes) -> int:
     return int(sum(int(b.lengths.sum()) for b in batches))
 
@@ -188,7 +199,8 @@ class MetricsWriter:
             step = int(row["iteration"])
             for key, value in row.items():
                 if key != "iteration" and isinstance(value, int | float) and math.isfinite(value):
-                    group = "time" if key.startswith("time_") else ("env" if "rate" in key else "meta")
+                    env_key = "rate" in key or key.rsplit("_", 1)[0] in CRITICALITY_KEYS
+                    group = "time" if key.startswith("time_") else ("env" if env_key else "meta")
                     self.tb.add_scalar(f"{group}/{key}", value, step)
             self.tb.flush()
 
@@ -400,6 +412,8 @@ class Trainer:
             "success_rate_post": _rate(post.arrived),
             "collision_rate_pre": _rate(pre.crashed),
             "collision_rate_post": _rate(post.crashed),
+            **criticality_means(pre, "pre"),
+            **criticality_means(post, "post"),
             **outer_info,
             "policy_entropy": entropy,
             **{key: float(v) for key, v in directed_info.items()},

@@ -4,7 +4,8 @@ Intersection recordings are drawn the way highway-env draws its intersection: th
 intersection road network (``IntersectionEnv._make_road``) painted by ``RoadGraphics``/``WorldSurface``, and the
 two vehicles are ``Vehicle`` objects placed at the recorded states and painted by ``VehicleGraphics``.
 CartPole / LunarLander recordings show their stored rgb frames. Below each world view a HUD shows the task,
-time, step, speeds, the action being executed, the reward so far and the outcome.
+time, step, speeds, the running criticality metrics (intersections: minimum distance, PET, minimum TTC along the
+paths, the ego's peak deceleration so far), the action being executed, the reward so far and the outcome.
 
 Coordinates: a :class:`Camera` maps world metres to panel pixels exactly like highway-env's ``WorldSurface``
 (``pixel = int((world - origin) * scaling)`` with ``origin = center - size / 2 / scaling``).
@@ -13,6 +14,7 @@ Coordinates: a :class:`Camera` maps world metres to panel pixels exactly like hi
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -256,9 +258,35 @@ def hud_lines(rec: Recording, frame: int) -> list[tuple[str, tuple[int, int, int
         timing += f"   ego {ego[3]:4.1f} m/s"
         timing += f"   other {other[3]:4.1f} m/s" if other[4] > 0.5 else "   other gone"
     lines.append((timing, TEXT))
+    if rec.kind == "intersection":
+        lines.append((criticality_text(criticality_at(rec, frame)), TEXT))
     lines.append((f"action {action_text(rec, step)}   reward so far {np.sum(rec.rewards[:done]):+.2f}"
                   f"   (episode {rec.total_reward:+.2f})", TEXT))
     return lines
+
+
+_CRITICALITY_CACHE: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def criticality_at(rec: Recording, frame: int) -> np.ndarray:
+    """The running criticality metrics of ``rec`` at ``frame`` (computed once per recording, then cached)."""
+    cached = _CRITICALITY_CACHE.get(id(rec))
+    if cached is None or cached[0]() is not rec:
+        for key in [k for k, (ref, _) in _CRITICALITY_CACHE.items() if ref() is None]:
+            del _CRITICALITY_CACHE[key]
+        cached = (weakref.ref(rec), rec.criticality_series())
+        _CRITICALITY_CACHE[id(rec)] = cached
+    return cached[1][int(np.clip(frame, 0, rec.n_frames - 1))]
+
+
+def criticality_text(values: Sequence[float]) -> str:
+    """``min dist 4.1 m   PET 1.2 s   min TTC -   peak decel 3.0 m/s2`` ('-' for an infinite value)."""
+    def cell(v: float, unit: str) -> str:
+        return f"{v:.1f} {unit}" if np.isfinite(v) else "-"
+
+    d, pet, ttc, decel = values
+    return (f"min dist {cell(d, 'm')}   PET {cell(pet, 's')}   min TTC {cell(ttc, 's')}   "
+            f"peak decel {cell(decel, 'm/s2')}")
 
 
 def _wrap(text: str, width: int) -> list[str]:

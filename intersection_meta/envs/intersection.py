@@ -20,6 +20,7 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
+from intersection_meta.criticality import CriticalityTracker, zone_array
 from intersection_meta.tasks import (
     APPROACH_LANE_LENGTH_M,
     DRIVERS,
@@ -311,6 +312,27 @@ class _ArrayKinematicObservation(KinematicObservation):
         return [values[f] for f in self.features]
 
 
+class _FrameLogRoad(Road):
+    """highway-env's ``Road`` that logs (x, y, speed, crashed) of the two tracked vehicles after every
+    ``step(dt)``, i.e. every simulation frame, for the criticality metrics (``criticality.FRAME_FIELDS``)."""
+
+    tracked: tuple[Vehicle, Vehicle] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames: list[list[list[float]]] = []
+
+    def step(self, dt: float) -> None:
+        super().step(dt)
+        if self.tracked is not None:
+            self.frames.append(tracked_states(self.tracked))
+
+
+def tracked_states(vehicles: tuple[Vehicle, Vehicle]) -> list[list[float]]:
+    """``[[x, y, speed, crashed]] * 2`` of (ego, other)."""
+    return [[float(v.position[0]), float(v.position[1]), float(v.speed), float(v.crashed)] for v in vehicles]
+
+
 # --------------------------------------------------------------------------------------------------
 # Environment
 # --------------------------------------------------------------------------------------------------
@@ -412,7 +434,9 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
     recommended: the spaces follow the task). Registered as ``intersection_meta/TwoVehicleIntersection-v0``.
 
     ``info`` (reset and every step): ``crashed`` (bool, ego), ``arrived`` (bool, ego), ``rewards``
-    (dict of floats), ``speed`` (ego, m/s), ``action``, ``agents_rewards``/``agents_terminated`` (steps).
+    (dict of floats), ``speed`` (ego, m/s), ``criticality`` (dict of floats: the episode's running
+    criticality metrics so far, from every simulation frame; :mod:`intersection_meta.criticality`),
+    ``action``, ``agents_rewards``/``agents_terminated`` (steps).
     """
 
     def __init__(self, task: IntersectionTask | None = None, render_mode: str | None = None) -> None:
@@ -438,7 +462,7 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
     def _make_road(self) -> None:
         super()._make_road()
         regulated = self.road
-        self.road = Road(
+        self.road = _FrameLogRoad(
             network=regulated.network,
             np_random=self.np_random,
             record_history=self.config["show_trajectories"],
@@ -473,6 +497,7 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
 
         road.vehicles = [ego, other]
         self.controlled_vehicles = [ego]
+        road.tracked = (ego, other)
 
     # --- gymnasium API -----------------------------------------------------------------------------
 
@@ -486,11 +511,19 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
             self.configure(build_config(task))
             self.task = task
         obs, info = super().reset(seed=seed, options=None)
+        sim_hz = self.config["simulation_frequency"]
+        self._criticality = CriticalityTracker(zone_array([self.task]), 1 / sim_hz)
+        self._criticality.reset(np.ones(1, dtype=bool), np.asarray([tracked_states(self.road.tracked)]))
+        info["criticality"] = self._criticality_info()
         return self._flatten(obs), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """One decision step; see the class docstring for the exact order of operations."""
+        present = self.road.tracked[1] in self.road.vehicles
+        self.road.frames.clear()
         obs, reward, terminated, truncated, info = super(IntersectionEnv, self).step(action)
+        self._criticality.update(np.asarray([self.road.frames]), np.array([present]))
+        info["criticality"] = self._criticality_info()
         self._clear_vehicles()
         return self._flatten(obs), float(reward), bool(terminated), bool(truncated), info
 
@@ -501,6 +534,9 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
         info["speed"] = float(self.vehicle.speed)
         info["rewards"] = {k: float(v) for k, v in info["rewards"].items()}
         return info
+
+    def _criticality_info(self) -> dict[str, float]:
+        return {k: float(v[0]) for k, v in self._criticality.values().items()}
 
     @staticmethod
     def _flatten(obs: np.ndarray) -> np.ndarray:

@@ -623,8 +623,10 @@ def _step_scene(
     obs: np.ndarray,
     out_f: np.ndarray,
     out_b: np.ndarray,
+    frames_out: np.ndarray,
 ) -> None:
-    """One ``step`` of scene ``i`` (or its ``NEXT_STEP`` autoreset), writing row ``i`` of the outputs."""
+    """One ``step`` of scene ``i`` (or its ``NEXT_STEP`` autoreset), writing row ``i`` of the outputs;
+    ``frames_out[i, f, vehicle]`` gets (x, y, speed, crashed) after frame ``f`` (not written on a reset)."""
     if si[i, SI_NEEDS_RESET] != 0:
         reset_scene(i, vf, vi, sf, si, init_vf, init_vi, init_si)
         _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, out_f, out_b)
@@ -637,6 +639,11 @@ def _step_scene(
             i, f == 0, discrete, actions[i], commanded_acc[i], vf, vi, si, params, routes, route_len, geo,
             successors, from_id, to_id, target_speeds, dt, fused,
         )  # fmt: skip
+        for v in range(2):  # the frame's states, for the criticality metrics (intersection_meta.criticality)
+            frames_out[i, f, v, 0] = vf[i, v, V_X]
+            frames_out[i, f, v, 1] = vf[i, v, V_Y]
+            frames_out[i, f, v, 2] = vf[i, v, V_SPEED]
+            frames_out[i, f, v, 3] = float(vi[i, v, VI_CRASHED])
     sf[i, S_TIME] += policy_dt
     _observe(i, vf, vi, si, params, geo, features, absolute, fused, obs, out_f, out_b)
     terminated = out_b[B_CRASHED, i] or out_b[B_ARRIVED, i]
@@ -678,7 +685,7 @@ def hold_scene(i: int, obs: np.ndarray, out_f: np.ndarray, out_b: np.ndarray) ->
 def step_serial(
     actions, active, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
     successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt, policy_dt, fused,
-    obs, out_f, out_b,
+    obs, out_f, out_b, frames_out,
 ):  # fmt: skip
     """:func:`_step_scene` for every scene of the bool mask ``active`` (the others are held, see
     :func:`hold_scene`), in one thread. Returns -1, or the first scene whose discrete action is not in
@@ -693,7 +700,7 @@ def step_serial(
         _step_scene(
             i, actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len,
             geo, successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt,
-            policy_dt, fused, obs, out_f, out_b,
+            policy_dt, fused, obs, out_f, out_b, frames_out,
         )  # fmt: skip
     return -1
 
@@ -702,7 +709,7 @@ def step_serial(
 def step_parallel(
     actions, active, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len, geo,
     successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt, policy_dt, fused,
-    obs, out_f, out_b,
+    obs, out_f, out_b, frames_out,
 ):  # fmt: skip
     """:func:`step_serial` with the scenes spread over numba's threads."""
     bad = first_invalid_action(actions, discrete)
@@ -715,7 +722,7 @@ def step_parallel(
         _step_scene(
             i, actions, commanded_acc, vf, vi, sf, si, init_vf, init_vi, init_si, params, routes, route_len,
             geo, successors, from_id, to_id, target_speeds, features, absolute, discrete, frames, dt,
-            policy_dt, fused, obs, out_f, out_b,
+            policy_dt, fused, obs, out_f, out_b, frames_out,
         )  # fmt: skip
     return -1
 

@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from intersection_meta.criticality import CRITICALITY_KEYS, CriticalityTracker, zone_array
 from intersection_meta.envs.fast import kernel as K
 from intersection_meta.envs.fast.numerics import dot_is_fused
 from intersection_meta.envs.fast.road import destination_node, entry_index, lane_table, route
@@ -77,8 +78,9 @@ class FastIntersectionVectorEnv(VectorEnv):
     Observations are float32 arrays ``(num_envs, 2 * n_features)``. Actions: integers in {0 SLOWER, 1 IDLE,
     2 FASTER} (``settings.action == "discrete"``) or an array ``(num_envs, 1)`` in [-1, 1] (``"continuous"``:
     acceleration ``5 a`` m/s^2, computed in the action's dtype like highway-env's ``ContinuousAction``).
-    ``step`` infos hold ``crashed``, ``arrived``, ``speed`` and ``rewards`` (a dict of reward-term arrays),
-    each with gymnasium's ``_key`` mask.
+    ``step`` infos hold ``crashed``, ``arrived``, ``speed``, ``rewards`` (a dict of reward-term arrays) and
+    ``criticality`` (a dict of the episode's running criticality metrics, :mod:`intersection_meta.criticality`,
+    computed from every simulation frame), each with gymnasium's ``_key`` mask.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -116,6 +118,9 @@ class FastIntersectionVectorEnv(VectorEnv):
         self._no_actions = np.zeros(n, dtype=np.int64)
         self._no_acc = np.zeros(n)
         self._all_active = np.ones(n, dtype=bool)
+        # Criticality metrics: the kernel writes each frame's states here, the tracker reads them after a step.
+        self._frame_states = np.zeros((n, self._frames, 2, 4))
+        self._criticality = CriticalityTracker(zone_array(self.tasks), self._dt, PARALLEL_MIN_SCENES)
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
 
@@ -215,6 +220,7 @@ class FastIntersectionVectorEnv(VectorEnv):
             self._params, self._geo, self._features, self.settings.observation_absolute, self._fused,
             obs, out_f, out_b,
         )  # fmt: skip
+        self._criticality.reset(mask, self._tracked_states())
         return obs, self._infos(out_f, out_b)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -244,6 +250,8 @@ class FastIntersectionVectorEnv(VectorEnv):
         else:
             discrete_actions, commanded_acc = self._no_actions, self._continuous_actions(actions)
         obs, out_f, out_b = self._outputs()
+        resetting = self._si[:, K.SI_NEEDS_RESET] != 0
+        present = self._si[:, K.SI_PRESENT] != 0
         threaded = self.num_envs >= PARALLEL_MIN_SCENES and numba.get_num_threads() > 1
         step = K.step_parallel if threaded else K.step_serial
         bad = step(
@@ -251,13 +259,19 @@ class FastIntersectionVectorEnv(VectorEnv):
             self._init_vi, self._init_si, self._params, self._routes, self._route_len, self._geo,
             self._successors, self._from_id, self._to_id, self._target_speeds, self._features,
             self.settings.observation_absolute, self._discrete, self._frames, self._dt, self._policy_dt,
-            self._fused, obs, out_f, out_b,
+            self._fused, obs, out_f, out_b, self._frame_states,
         )  # fmt: skip
         if bad >= 0:
             raise ValueError(
                 f"actions must be in [0, {len(_DISCRETE_ACTIONS) - 1}], got {discrete_actions[bad]} for sub-env {bad}"
             )
-        infos = self._infos(out_f, out_b, None if active is self._all_active else active)
+        held = None if active is self._all_active else ~active
+        if held is not None:  # held scenes were neither simulated nor reset: their metrics stay as they are
+            resetting = resetting & active
+        self._criticality.update(self._frame_states, present, skip=resetting if held is None else resetting | held)
+        if resetting.any():
+            self._criticality.reset(resetting, self._tracked_states())
+        infos = self._infos(out_f, out_b, None if held is None else active)
         return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], infos
 
     # --- helpers ---------------------------------------------------------------------------------------------
@@ -293,12 +307,17 @@ class FastIntersectionVectorEnv(VectorEnv):
 
     def _infos(self, out_f: np.ndarray, out_b: np.ndarray, present: np.ndarray | None = None) -> dict[str, Any]:
         """gymnasium's infos with the ``_key`` masks set for every sub-env, or for those of ``present``."""
-        masks = np.empty((4 + len(K.REWARD_TERMS), self.num_envs), dtype=bool)
+        n_rewards = len(K.REWARD_TERMS)
+        masks = np.empty((5 + n_rewards + len(CRITICALITY_KEYS), self.num_envs), dtype=bool)
         masks[:] = True if present is None else present
         rewards: dict[str, np.ndarray] = {}
         for k, (name, row) in enumerate(zip(K.REWARD_TERMS, K.REWARD_TERM_ROWS, strict=True)):
             rewards[name] = out_f[row]
             rewards["_" + name] = masks[4 + k]
+        criticality: dict[str, np.ndarray] = {}
+        for k, (name, values) in enumerate(self._criticality.values().items()):
+            criticality[name] = values
+            criticality["_" + name] = masks[5 + n_rewards + k]
         return {
             "crashed": out_b[K.B_CRASHED],
             "_crashed": masks[0],
@@ -308,7 +327,15 @@ class FastIntersectionVectorEnv(VectorEnv):
             "_speed": masks[2],
             "rewards": rewards,
             "_rewards": masks[3],
+            "criticality": criticality,
+            "_criticality": masks[4 + n_rewards],
         }
+
+    def _tracked_states(self) -> np.ndarray:
+        """``[N, 2, 4]`` x, y, speed, crashed of both vehicles (``criticality.FRAME_FIELDS``)."""
+        vf = self._vf
+        crashed = self._vi[:, :, K.VI_CRASHED].astype(np.float64)
+        return np.stack([vf[:, :, K.V_X], vf[:, :, K.V_Y], vf[:, :, K.V_SPEED], crashed], axis=-1)
 
     # --- introspection (tests, fidelity tools) -------------------------------------------------------------
     def vehicle_state(self) -> dict[str, np.ndarray]:
