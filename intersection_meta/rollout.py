@@ -262,13 +262,17 @@ def collect_episodes(
                 outcomes[key] = outcomes.get(key, np.zeros(n_envs, dtype=bool)) | (valid & arr.astype(bool))
         if isinstance(infos.get("rewards"), Mapping):
             for name in infos["rewards"]:
+                if name.startswith("_"):  # gymnasium's presence masks, not reward terms
+                    continue
                 arr = _info_array(infos["rewards"], name, n_envs)
                 if arr is not None:
                     terms[name] = terms.get(name, np.zeros(n_envs)) + np.where(valid, arr.astype(float), 0.0)
         if isinstance(infos.get("criticality"), Mapping):  # running values: keep each episode's last valid one
             for name in infos["criticality"]:
+                if name.startswith("_"):  # gymnasium's presence masks
+                    continue
                 arr = _info_array(infos["criticality"], name, n_envs)
-                if arr is not None and not name.startswith("_"):
+                if arr is not None:
                     previous = criticality.get(name, np.full(n_envs, np.nan))
                     criticality[name] = np.where(valid, arr.astype(np.float64), previous)
 

@@ -125,6 +125,7 @@ def test_outcome_infos_and_reward_terms_are_summarised():
     torch.testing.assert_close(eps.reward_terms["speed"], 0.5 * eps.lengths.float())
     torch.testing.assert_close(eps.reward_terms["collision"], eps.crashed.float())
     assert eps.last_obs[:, 0].tolist() == [2.0, 3.0, 2.0, 3.0]
+    assert sorted(eps.reward_terms) == ["collision", "speed"]  # gymnasium's "_key" masks are not terms
 
 
 def test_split_by_task_and_concat_round_trip(cartpole_episodes):
