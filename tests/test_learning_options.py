@@ -112,3 +112,28 @@ def test_intersection_evaluation_reports_the_scripted_references_on_its_own_task
     text = format_report(report)
     assert "best fixed plan" in text and "per-task best plan" in text
     assert "scripted" not in evaluate_checkpoint(ckpt, n_tasks=2, episodes_per_task=1, scripted=False)
+
+
+def test_greedy_evaluation_is_the_policys_most_likely_action() -> None:
+    """With the output layer set so FASTER is the most likely action everywhere (but far from certain), the
+    greedy row equals the scripted "always go" plan on the same tasks, while the sampled row does not."""
+    from intersection_meta.evaluate import evaluate_checkpoint, format_report
+    from intersection_meta.scripted import FASTER, references_for_tasks
+    from intersection_meta.tasks import task_from_dict
+
+    ckpt = load_checkpoint("yield_left")
+    last = [m for m in ckpt.learner.policy.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0.0, 0.0]))
+        last.bias[FASTER] = 0.5  # P(FASTER) = 0.45: sampled episodes brake often, greedy ones never
+    report = evaluate_checkpoint(ckpt, n_tasks=6, episodes_per_task=3, adapt_steps=0)
+    tasks = [task_from_dict(t["task"]) for t in report["per_task"]]
+    always_go = references_for_tasks(tasks).always_go
+    greedy = report["greedy"]
+    assert greedy["adapt_step"] == 0
+    assert greedy["return_mean"] == pytest.approx(float(np.mean(always_go.returns)), abs=1e-4)
+    assert greedy["collision_rate"] == pytest.approx(float(np.mean(always_go.crashed)))
+    assert report["steps"][0]["return_mean"] != pytest.approx(greedy["return_mean"], abs=1e-3)
+    assert "0g" in format_report(report) and "acting greedily" in format_report(report)
+    assert "greedy" not in evaluate_checkpoint(ckpt, n_tasks=2, episodes_per_task=1, greedy=False)
