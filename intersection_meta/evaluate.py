@@ -173,11 +173,15 @@ def format_scripted(report: dict[str, Any]) -> list[str]:
     rows = [(report["steps"][-1], "")] + ([(report["greedy"], ", acting greedily,")] if "greedy" in report else [])
     for row, how in rows:
         closed = (row["return_mean"] - ref["best_fixed"]) / gap if gap > 0 else float("nan")
-        verdict = "above" if row["return_mean"] >= ref["best_fixed"] else "below"
+        diff = row["return_mean"] - ref["best_fixed"]
+        verdict = (
+            "level with the best fixed plan (within 0.005)"
+            if abs(diff) < 0.005
+            else f"{'above' if diff > 0 else 'below'} the best fixed plan by {abs(diff):.2f}"
+        )
         lines.append(
-            f"  after {row['adapt_step']} step(s){how} the policy is {verdict} the best fixed plan by "
-            f"{abs(row['return_mean'] - ref['best_fixed']):.2f}"
-            + (f"; it closes {closed:.0%} of the gap to the per-task best plan" if closed > 0 else "")
+            f"  after {row['adapt_step']} step(s){how} the policy is {verdict}"
+            + (f"; it closes {closed:.0%} of the gap to the per-task best plan" if abs(diff) >= 0.005 and closed > 0 else "")
         )
     return lines
 
