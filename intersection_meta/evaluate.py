@@ -172,7 +172,6 @@ def format_scripted(report: dict[str, Any]) -> list[str]:
     gap = ref["per_task_best"] - ref["best_fixed"]
     rows = [(report["steps"][-1], "")] + ([(report["greedy"], ", acting greedily,")] if "greedy" in report else [])
     for row, how in rows:
-        closed = (row["return_mean"] - ref["best_fixed"]) / gap if gap > 0 else float("nan")
         diff = row["return_mean"] - ref["best_fixed"]
         verdict = (
             "level with the best fixed plan (within 0.005)"
@@ -181,7 +180,8 @@ def format_scripted(report: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"  after {row['adapt_step']} step(s){how} the policy is {verdict}"
-            + (f"; it closes {closed:.0%} of the gap to the per-task best plan" if abs(diff) >= 0.005 and closed > 0 else "")
+            + (f"; it closes {diff / gap:.0%} of the gap to the per-task best plan"
+               if diff >= 0.005 and gap > 0 else "")
         )
     return lines
 
@@ -206,8 +206,9 @@ def format_report(report: dict[str, Any]) -> str:
                 line += f"  {s[f'{name}_rate']:>7.1%} [{lo:>6.1%}, {hi:>6.1%}]"
         lines.append(line)
     if greedy:
-        lines.append(f"  {greedy[0]['adapt_step']}g = after {greedy[0]['adapt_step']} step(s), acting greedily (the most "
-                     "likely action at every decision; the rows above sample their actions)")
+        k = greedy[0]["adapt_step"]
+        lines.append(f"  {k}g = after {k} step(s), acting greedily (the most likely action at every decision; "
+                     "the rows above sample their actions)")
     crit = [s for s in report["steps"] if "min_distance_m" in s]
     if crit:
         lines.append("criticality (means over episodes with a finite value; '-' none):")

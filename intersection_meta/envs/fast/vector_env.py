@@ -265,13 +265,11 @@ class FastIntersectionVectorEnv(VectorEnv):
             raise ValueError(
                 f"actions must be in [0, {len(_DISCRETE_ACTIONS) - 1}], got {discrete_actions[bad]} for sub-env {bad}"
             )
-        held = None if active is self._all_active else ~active
-        if held is not None:  # held scenes were neither simulated nor reset: their metrics stay as they are
-            resetting = resetting & active
-        self._criticality.update(self._frame_states, present, skip=resetting if held is None else resetting | held)
+        resetting &= active  # held scenes were neither simulated nor reset: their metrics stay as they are
+        self._criticality.update(self._frame_states, present, skip=resetting | ~active)
         if resetting.any():
             self._criticality.reset(resetting, self._tracked_states())
-        infos = self._infos(out_f, out_b, None if held is None else active)
+        infos = self._infos(out_f, out_b, None if active is self._all_active else active)
         return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], infos
 
     # --- helpers ---------------------------------------------------------------------------------------------
