@@ -70,7 +70,7 @@ class TrainConfig(_Section):
     meta_lr: float = _key("float", 0.001, "outer Adam step size", low=0.0)
     meta_lr_schedule: str = _key(
         "enum",
-        "constant",
+        "linear",
         "outer Adam step size over the run: " + "; ".join(f"{k} = {v}" for k, v in META_LR_SCHEDULES.items()),
         allowed=tuple(META_LR_SCHEDULES),
     )
@@ -103,7 +103,7 @@ class MetaConfig(_Section):
     directed_lr: float = _key("float", 0.05, "step size beta_0 of the Directed-* step on the medium task", low=0.0)
     directed_lr_decay: float = _key(
         "float",
-        1.0,
+        0.98,
         "beta_k = directed_lr * directed_lr_decay**k at iteration k (1 = constant; 0 is rejected: it would keep "
         "sampling the medium task for a step of size 0 - use a non-directed algo instead)",
         low=0.0,
@@ -151,7 +151,7 @@ class PolicyConfig(_Section):
     hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP", high=4096)
     input_norm: str = _key(
         "enum",
-        "none",
+        "fitted",
         "policy-input standardisation: " + "; ".join(f"{k} = {v}" for k, v in INPUT_NORMS.items()),
         allowed=tuple(INPUT_NORMS),
     )

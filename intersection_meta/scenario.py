@@ -217,7 +217,7 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
         "absolute": _Leaf("bool", default=True),
     },
     "reward": {
-        "collision_reward": _Leaf("float", default=-5.0, low=-100.0, high=0.0),
+        "collision_reward": _Leaf("float", default=-50.0, low=-100.0, high=0.0),
         "high_speed_reward": _Leaf("float", default=1.0, low=-100.0, high=100.0),
         "arrived_reward": _Leaf("float", default=1.0, low=0.0, high=100.0),
         "reward_speed_range_mps": _Leaf("float_pair", default=[7.0, 9.0]),
