@@ -227,6 +227,32 @@ def best_adapt_steps(report: dict[str, Any]) -> int:
     return int(best["adapt_step"])
 
 
+def final_evaluation(config: Any, checkpoint_path: Any, out_dir: Any) -> dict[str, Any]:
+    """A training run's final held-out evaluation, as ``python -m intersection_meta.train`` and the benchmark
+    harness run it: ``config.train.eval_tasks`` tasks, ``config.meta.inner_steps`` adaptation steps, the run's seed
+    and backend. Writes ``evaluation.txt`` and ``evaluation.json`` into ``out_dir`` (each atomically) and returns
+    the report."""
+    import json
+    from pathlib import Path
+
+    from intersection_meta.checkpoint import load_checkpoint
+    from intersection_meta.runlog import replace_atomically
+
+    t0 = time.perf_counter()
+    report = evaluate_checkpoint(
+        load_checkpoint(checkpoint_path),
+        n_tasks=config.train.eval_tasks,
+        adapt_steps=config.meta.inner_steps,
+        seed=config.train.seed,
+        backend=config.env.backend,
+    )
+    report["wall_time_s"] = time.perf_counter() - t0
+    out = Path(out_dir)
+    replace_atomically(out / "evaluation.txt", (format_report(report) + "\n").encode())
+    replace_atomically(out / "evaluation.json", (json.dumps(report, indent=1) + "\n").encode())
+    return report
+
+
 if __name__ == "__main__":  # ``python -m intersection_meta.evaluate``: the command line lives in cli/
     import sys
 

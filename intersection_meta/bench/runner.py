@@ -30,6 +30,8 @@ class RunSpec:
     out_dir: Path
     config: dict[str, Any]
     scenario_sets: tuple[tuple[str, Any], ...]
+    #: Shown before the algorithm in progress lines when one pool runs several suites (the scenario matrix).
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class RunOutcome:
     final_return_post: float = float("nan")
     error: str = ""
     elapsed_s: float = 0.0
+    label: str = ""
 
 
 def run_dir_name(algo: str, seed: int) -> str:
@@ -102,6 +105,7 @@ def run_one(spec: RunSpec) -> RunOutcome:
     torch.set_num_threads(1)
     from intersection_meta.checkpoint import CheckpointError, load_raw
     from intersection_meta.bench.report import final_return
+    from intersection_meta.evaluate import final_evaluation
     from intersection_meta.scenario import load_scenario
     from intersection_meta.trainer import TrainError, read_metrics, train
 
@@ -134,6 +138,10 @@ def run_one(spec: RunSpec) -> RunOutcome:
             train(config, spec.out_dir, progress=False, tensorboard=False, scenario=scenario)
             status = "done"
         rows = read_metrics(spec.out_dir / "metrics.csv")
+        # the final held-out evaluation, as python -m intersection_meta.train runs it (train.eval_tasks: 0 skips
+        # it); redone when the run trained further, kept when the run was already complete
+        if config.train.eval_tasks > 0 and (status != "skipped" or not (spec.out_dir / "evaluation.json").exists()):
+            final_evaluation(config, last, spec.out_dir)
     except (
         BenchError,
         LoadError,
@@ -148,6 +156,7 @@ def run_one(spec: RunSpec) -> RunOutcome:
             "failed",
             error=f"{type(exc).__name__}: {exc}",
             elapsed_s=time.perf_counter() - t0,
+            label=spec.label,
         )
     return RunOutcome(
         spec.algo,
@@ -157,6 +166,7 @@ def run_one(spec: RunSpec) -> RunOutcome:
         wall_time_s=rows[-1]["wall_time_s"] if rows else float("nan"),
         final_return_post=final_return(rows),
         elapsed_s=time.perf_counter() - t0,
+        label=spec.label,
     )
 
 
@@ -185,7 +195,9 @@ class LocalExecutor:
                 try:
                     yield future.result()
                 except Exception as exc:  # a worker crash (e.g. killed) must not lose the other runs
-                    yield RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}")
+                    yield RunOutcome(
+                        spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}", label=spec.label
+                    )
 
 
 class RayExecutor:
@@ -225,7 +237,9 @@ class RayExecutor:
                     yield ray.get(ref)
                 except (ray.exceptions.RayError, OSError) as exc:  # retries exhausted
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    yield RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {first}")
+                    yield RunOutcome(
+                        spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {first}", label=spec.label
+                    )
 
 
 def run_all(specs: Sequence[RunSpec], executor: LocalExecutor | RayExecutor, log: Any = None) -> list[RunOutcome]:
@@ -244,7 +258,8 @@ def run_all(specs: Sequence[RunSpec], executor: LocalExecutor | RayExecutor, log
                 f"final return_post {outcome.final_return_post:.1f}"
             )
         print(
-            f"[{len(outcomes)}/{total}] {outcome.algo} seed {outcome.seed}: {outcome.status} "
+            f"[{len(outcomes)}/{total}] {outcome.label + ' ' if outcome.label else ''}{outcome.algo} seed "
+            f"{outcome.seed}: {outcome.status} "
             f"({detail}; {outcome.elapsed_s:.0f} s here)",
             file=log,
             flush=True,

@@ -10,7 +10,6 @@ with its default and meaning.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,20 +141,11 @@ def resolve_resume(args: argparse.Namespace) -> tuple[RunConfig, Scenario]:
 
 def _evaluate(config: RunConfig, ckpt_path: Path, out_dir: Path) -> int | None:
     """Final held-out evaluation; prints and saves the report. Returns the best measured adaptation steps."""
-    from intersection_meta.checkpoint import load_checkpoint
-    from intersection_meta.evaluate import best_adapt_steps, evaluate_checkpoint, format_report
+    from intersection_meta.evaluate import best_adapt_steps, final_evaluation, format_report
 
     print(f"evaluating on {config.train.eval_tasks} held-out tasks ...", file=sys.stderr)
-    report = evaluate_checkpoint(
-        load_checkpoint(ckpt_path),
-        n_tasks=config.train.eval_tasks,
-        adapt_steps=config.meta.inner_steps,
-        seed=config.train.seed,
-        backend=config.env.backend,
-    )
+    report = final_evaluation(config, ckpt_path, out_dir)
     print(format_report(report))
-    (out_dir / "evaluation.txt").write_text(format_report(report) + "\n")
-    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
     crashed = [t["task_id"] for t in report["per_task"] if t.get("collision_rate", 0.0) > 0.5]
     if crashed:
         print(

@@ -1,0 +1,294 @@
+"""The scenario matrix: every intersection scenario x learner x seed, trained with the run-config defaults and
+read against the scripted references (issue 9's yardstick).
+
+Each (scenario, algorithm, seed) is one :func:`intersection_meta.bench.runner.run_one` run directory
+``OUT/SCENARIO/runs/ALGO__sSEED`` with its final held-out evaluation (``evaluation.json``, as
+``python -m intersection_meta.train`` writes it). This module turns those files into one row per (scenario,
+algorithm): the scripted references on the held-out tasks (always go, best fixed plan, per-task best plan), the
+return before and after adaptation (sampled actions, as trained) and after adaptation acting greedily, the
+adaptation gain with its 95% confidence interval **over seeds**, collision rates and wall time.
+
+The command line is ``benchmarks/scenario_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from intersection_meta.stats import Interval, mean_ci
+
+#: The learners of the matrix: the non-meta baseline, MAML and Directed-MAML.
+MATRIX_ALGOS = ("multitask", "maml", "directed_maml")
+
+#: A cell meets issue 9's bar when its return is at least the best fixed plan's (this tolerance: the references
+#: and the policy are measured on the same tasks, but the policy's return is a 20-episode mean) with at most this
+#: collision rate.
+BAR_TOLERANCE = 0.005
+BAR_MAX_COLLISION_RATE = 0.02
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run's ``evaluation.json`` and ``metrics.csv`` say (returns are means over held-out tasks)."""
+
+    scenario: str
+    algo: str
+    seed: int
+    always_go: float
+    best_fixed: float
+    best_fixed_plan: str
+    per_task_best: float
+    before: float
+    after: float
+    after_greedy: float
+    collision_before: float
+    collision_after: float
+    collision_greedy: float
+    train_wall_time_s: float
+    eval_wall_time_s: float
+
+    @property
+    def gain(self) -> float:
+        """Adaptation gain: return after one adaptation step minus before (sampled actions)."""
+        return self.after - self.before
+
+
+def run_result(scenario: str, algo: str, seed: int, run_dir: Path) -> RunResult:
+    """Read one finished run (``evaluation.json`` with ``"scripted"`` and ``"greedy"``, and ``metrics.csv``)."""
+    from intersection_meta.trainer import read_metrics
+
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    if "scripted" not in report or "greedy" not in report:
+        raise ValueError(
+            f"{run_dir / 'evaluation.json'}: no scripted references or greedy row (not an intersection run?)"
+        )
+    before, after = report["steps"][0], report["steps"][-1]
+    ref, greedy = report["scripted"], report["greedy"]
+    rows = read_metrics(run_dir / "metrics.csv")
+    return RunResult(
+        scenario=scenario,
+        algo=algo,
+        seed=seed,
+        always_go=ref["always_go"],
+        best_fixed=ref["best_fixed"],
+        best_fixed_plan=ref["best_fixed_plan"],
+        per_task_best=ref["per_task_best"],
+        before=before["return_mean"],
+        after=after["return_mean"],
+        after_greedy=greedy["return_mean"],
+        collision_before=before["collision_rate"],
+        collision_after=after["collision_rate"],
+        collision_greedy=greedy["collision_rate"],
+        train_wall_time_s=rows[-1]["wall_time_s"] if rows else math.nan,
+        eval_wall_time_s=float(report.get("wall_time_s", math.nan)),
+    )
+
+
+def meets_bar(ret: float, best_fixed: float, collision_rate: float) -> bool:
+    """Issue 9's bar: a return >= the best fixed open-loop plan's with <= 2% collisions."""
+    return ret >= best_fixed - BAR_TOLERANCE and collision_rate <= BAR_MAX_COLLISION_RATE
+
+
+def gap_closed(ret: float, best_fixed: float, per_task_best: float) -> float:
+    """Share of the gap from the best fixed plan to the per-task best plan that ``ret`` closes (negative below the
+    best fixed plan; the stretch goal is >= 0.5)."""
+    gap = per_task_best - best_fixed
+    return (ret - best_fixed) / gap if gap > 0 else math.nan
+
+
+def normalised_score(ret: float, always_go: float, per_task_best: float) -> float:
+    """0 = the "always go" plan, 1 = the per-task best plan (makes scenarios comparable in one plot)."""
+    span = per_task_best - always_go
+    return (ret - always_go) / span if span > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (scenario, algorithm) cell over its seeds: means, and 95% t-intervals over seeds where stated."""
+
+    scenario: str
+    algo: str
+    seeds: int
+    always_go: float
+    best_fixed: float
+    per_task_best: float
+    before: Interval
+    after: Interval
+    after_greedy: Interval
+    gain: Interval
+    collision_after: float
+    collision_greedy: float
+    seeds_meeting_bar: int
+    seeds_meeting_bar_greedy: int
+    train_wall_time_s: float
+    eval_wall_time_s: float
+
+    @property
+    def meets_bar(self) -> bool:
+        """The seed mean meets the bar (sampled actions)."""
+        return meets_bar(self.after.estimate, self.best_fixed, self.collision_after)
+
+    @property
+    def meets_bar_greedy(self) -> bool:
+        return meets_bar(self.after_greedy.estimate, self.best_fixed, self.collision_greedy)
+
+
+def _mean(xs: Iterable[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def summarise_cell(results: Sequence[RunResult]) -> Cell:
+    """Aggregate the seeds of one (scenario, algorithm); the references are averaged over the seeds' held-out task
+    sets (each seed evaluates on its own tasks)."""
+    if not results or len({(r.scenario, r.algo) for r in results}) != 1:
+        raise ValueError("summarise_cell needs the runs of exactly one (scenario, algo)")
+    r0 = results[0]
+    return Cell(
+        scenario=r0.scenario,
+        algo=r0.algo,
+        seeds=len(results),
+        always_go=_mean(r.always_go for r in results),
+        best_fixed=_mean(r.best_fixed for r in results),
+        per_task_best=_mean(r.per_task_best for r in results),
+        before=mean_ci([r.before for r in results]),
+        after=mean_ci([r.after for r in results]),
+        after_greedy=mean_ci([r.after_greedy for r in results]),
+        gain=mean_ci([r.gain for r in results]),
+        collision_after=_mean(r.collision_after for r in results),
+        collision_greedy=_mean(r.collision_greedy for r in results),
+        seeds_meeting_bar=sum(meets_bar(r.after, r.best_fixed, r.collision_after) for r in results),
+        seeds_meeting_bar_greedy=sum(meets_bar(r.after_greedy, r.best_fixed, r.collision_greedy) for r in results),
+        train_wall_time_s=_mean(r.train_wall_time_s for r in results),
+        eval_wall_time_s=_mean(r.eval_wall_time_s for r in results),
+    )
+
+
+def cells(results: Sequence[RunResult], scenarios: Sequence[str], algos: Sequence[str]) -> list[Cell]:
+    """One :class:`Cell` per (scenario, algorithm) with at least one finished run, in the given order."""
+    out = []
+    for scenario in scenarios:
+        for algo in algos:
+            mine = [r for r in results if r.scenario == scenario and r.algo == algo]
+            if mine:
+                out.append(summarise_cell(mine))
+    return out
+
+
+def _ci(x: Interval, digits: int = 2) -> str:
+    if math.isnan(x.low):
+        return f"{x.estimate:.{digits}f}"
+    return f"{x.estimate:.{digits}f} [{x.low:.{digits}f}, {x.high:.{digits}f}]"
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.1f}%"
+
+
+def markdown_table(table: Sequence[Cell]) -> str:
+    """The matrix as a markdown table (one row per cell)."""
+    head = (
+        "| scenario | algo | seeds | always go | best fixed plan | per-task best | before | after 1 step (sampled) | "
+        "adaptation gain | collisions after | after, greedy | collisions, greedy | bar met (sampled / greedy) | "
+        "gap closed, greedy | train + eval s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for c in table:
+        closed = gap_closed(c.after_greedy.estimate, c.best_fixed, c.per_task_best)
+        lines.append(
+            f"| {c.scenario} | {c.algo} | {c.seeds} | {c.always_go:.2f} | {c.best_fixed:.2f} | {c.per_task_best:.2f} | "
+            f"{_ci(c.before)} | {_ci(c.after)} | {_ci(c.gain)} | {_pct(c.collision_after)} | {_ci(c.after_greedy)} | "
+            f"{_pct(c.collision_greedy)} | {c.seeds_meeting_bar}/{c.seeds} / {c.seeds_meeting_bar_greedy}/{c.seeds} | "
+            f"{100 * closed:.0f}% | {c.train_wall_time_s:.0f} + {c.eval_wall_time_s:.0f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def write_results_csv(path: Path, results: Sequence[RunResult]) -> None:
+    """One row per run, every field of :class:`RunResult` plus the gain."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [*RunResult.__dataclass_fields__, "gain"]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=names)
+        w.writeheader()
+        for r in results:
+            w.writerow({**asdict(r), "gain": r.gain})
+
+
+def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str]) -> Path:
+    """One figure: per scenario, each learner's normalised return after adaptation (0 = always go, 1 = per-task
+    best plan; filled: sampled, mean and 95% CI over seeds; hollow: greedy) against the best fixed plan (bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(c.scenario for c in table))
+    colors = {"multitask": "tab:gray", "maml": "tab:blue", "directed_maml": "tab:red"}
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(scenarios) + 2), 4.8), dpi=100)
+    width = 0.8 / max(1, len(algos))
+    for i, scenario in enumerate(scenarios):
+        row = {c.algo: c for c in table if c.scenario == scenario}
+        if not row:
+            continue
+        any_cell = next(iter(row.values()))
+        fixed = normalised_score(any_cell.best_fixed, any_cell.always_go, any_cell.per_task_best)
+        ax.hlines(fixed, i - 0.45, i + 0.45, colors="black", linewidth=2, label="best fixed plan" if i == 0 else None)
+        for j, algo in enumerate(algos):
+            c = row.get(algo)
+            if c is None:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            norm = [normalised_score(v, c.always_go, c.per_task_best) for v in c.after]
+            err = [[norm[0] - norm[1]], [norm[2] - norm[0]]] if not math.isnan(norm[1]) else None
+            ax.errorbar([x], [norm[0]], yerr=err, fmt="o", color=colors.get(algo), capsize=3,
+                        label=f"{algo}, sampled" if i == 0 else None)
+            g = normalised_score(c.after_greedy.estimate, c.always_go, c.per_task_best)
+            ax.plot([x], [g], marker="D", markerfacecolor="none", color=colors.get(algo), linestyle="none",
+                    label=f"{algo}, greedy" if i == 0 else None)
+    ax.axhline(0.0, color="tab:orange", linestyle=":", linewidth=1, label="always go")
+    ax.axhline(1.0, color="tab:green", linestyle=":", linewidth=1, label="per-task best plan")
+    ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
+    ax.set_ylabel("return after 1 adaptation step\n(0 = always go, 1 = per-task best plan)")
+    ax.set_ylim(min(-0.6, ax.get_ylim()[0]), 1.1)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def collect(out: Path, scenarios: Sequence[str], algos: Sequence[str], seeds: Sequence[int]) -> list[RunResult]:
+    """Every finished run (one with an ``evaluation.json``) under ``out``."""
+    from intersection_meta.bench.runner import run_dir_name
+
+    found = []
+    for scenario in scenarios:
+        for algo in algos:
+            for seed in seeds:
+                run_dir = out / scenario / "runs" / run_dir_name(algo, seed)
+                if (run_dir / "evaluation.json").exists():
+                    found.append(run_result(scenario, algo, seed, run_dir))
+    return found
+
+
+def summary_counts(table: Sequence[Cell]) -> Mapping[str, Any]:
+    """How many cells meet the bar, sampled and greedy, per algorithm."""
+    algos = list(dict.fromkeys(c.algo for c in table))
+    return {
+        a: {
+            "cells": sum(c.algo == a for c in table),
+            "bar_sampled": sum(c.algo == a and c.meets_bar for c in table),
+            "bar_greedy": sum(c.algo == a and c.meets_bar_greedy for c in table),
+        }
+        for a in algos
+    }
