@@ -33,7 +33,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from intersection_meta.config import RunConfig, make_config
+from intersection_meta.config import RunConfig, make_config, stored_config
 from intersection_meta.resources import resolve_checkpoint
 from intersection_meta.scenario import Scenario
 from intersection_meta.schema import abbreviate, shorten
@@ -238,7 +238,7 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
     from intersection_meta.networks import build_policy
 
     raw = load_raw(path)
-    config = make_config(raw["config"], source=f"{raw['path']} (config)")
+    config = stored_config(raw["config"], source=f"{raw['path']} (config)")
     sc = Scenario.from_dict(raw["scenario"], source=f"{raw['path']} (scenario)")
     if scenario is not None:
         from intersection_meta.scenario import load_scenario

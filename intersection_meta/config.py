@@ -275,6 +275,22 @@ def make_config(values: Mapping[str, Any], *, source: str = "<config>", base: Ru
     return RunConfig(**built)
 
 
+#: The value each key had before it existed, for keys whose default is no longer that value: a stored config (a
+#: checkpoint or run directory written before the key) that lacks the key ran with this behaviour, not today's
+#: default. (The defaults changed with issue 9's learning design.)
+PRE_KEY_BEHAVIOUR: dict[str, Any] = {
+    "policy.input_norm": "none",
+    "train.meta_lr_schedule": "constant",
+    "meta.directed_lr_decay": 1.0,
+}
+
+
+def stored_config(values: Mapping[str, Any], *, source: str = "<stored config>") -> RunConfig:
+    """:func:`make_config` for a config read back from a checkpoint or run directory: keys it lacks take the
+    behaviour the run had (:data:`PRE_KEY_BEHAVIOUR`), the others today's defaults."""
+    return make_config(values, source=source, base=make_config(PRE_KEY_BEHAVIOUR, source="PRE_KEY_BEHAVIOUR"))
+
+
 def split_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
     """Parse ``--set KEY=VALUE`` items once and route them: run-config keys (dotted, or flat names) to a dict
     ``{"section.key": value}``, other dotted keys (``other.speed_mps``) to the scenario, in order.

@@ -44,7 +44,7 @@ from intersection_meta.checkpoint import (
     save_checkpoint,
     spaces_to_dict,
 )
-from intersection_meta.config import RunConfig, TrainConfig, make_config
+from intersection_meta.config import RunConfig, TrainConfig, make_config, stored_config
 from intersection_meta.criticality import CRITICALITY_KEYS, finite_mean
 from intersection_meta.envs.factory import (
     observation_and_action_spaces,
@@ -558,7 +558,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], RunConfig, Scenario]:
         raw = load_raw(ckpt_path)
     except CheckpointError as exc:
         raise TrainError(f"cannot resume: {exc}") from None
-    config = make_config(raw["config"], source=f"{ckpt_path} (config)")
+    config = stored_config(raw["config"], source=f"{ckpt_path} (config)")
     return raw, config, Scenario.from_dict(raw["scenario"], source=f"{ckpt_path} (scenario)")
 
 

@@ -83,7 +83,11 @@ def test_config_differences_tolerates_added_and_removed_fields():
     stored = current | {"pg": {k: v for k, v in current["pg"].items() if k != "entropy_coef"} | {"retired": 1}}
     stored |= {"retired_key": 1, "train": current["train"] | {"iterations": 3}}
     assert config_differences(stored, current) == []  # missing key = default; unknown stored key ignored
-    assert config_differences(stored | {"meta": {"inner_lr": 0.123}}, current) == ["meta.inner_lr"]
+    assert config_differences(stored | {"meta": current["meta"] | {"inner_lr": 0.123}}, current) == ["meta.inner_lr"]
+    # a key whose default changed after the run: missing means the behaviour before the key, not today's default
+    old_policy = stored | {"policy": {k: v for k, v in current["policy"].items() if k != "input_norm"}}
+    assert config_differences(old_policy, current) == ["policy.input_norm"]
+    assert config_differences(old_policy, current | {"policy": current["policy"] | {"input_norm": "none"}}) == []
     assert config_differences(stored, current | {"pg": {"entropy_coef": 0.5}}) == ["pg.entropy_coef"]
     flat_old = {k: v for section in current.values() for k, v in section.items()}  # a run from before sections
     assert config_differences(flat_old, current) == []

@@ -34,7 +34,7 @@ def test_fitted_input_norm_is_fitted_at_start_and_travels_with_the_checkpoint(tm
 
 def test_checkpoints_without_input_norm_load_as_none(tmp_path: Path) -> None:
     """A checkpoint whose config predates the key (no policy.input_norm) loads with no standardisation."""
-    result = run(tmp_path, "old")
+    result = run(tmp_path, "old", input_norm="none")
     raw = torch.load(result.checkpoint, weights_only=True)
     del raw["config"]["policy"]["input_norm"]
     old = tmp_path / "old.pt"
@@ -48,7 +48,7 @@ def test_linear_meta_lr_schedule_anneals_adam_to_zero(tmp_path: Path) -> None:
     result = run(tmp_path, "lin", meta_lr=0.004, meta_lr_schedule="linear", iterations=4)
     rows = read_metrics(result.out_dir / "metrics.csv")
     assert [r["meta_lr"] for r in rows] == pytest.approx([0.004, 0.003, 0.002, 0.001])
-    const = read_metrics(run(tmp_path, "const", meta_lr=0.004).out_dir / "metrics.csv")
+    const = read_metrics(run(tmp_path, "const", meta_lr=0.004, meta_lr_schedule="constant").out_dir / "metrics.csv")
     assert [r["meta_lr"] for r in const] == pytest.approx([0.004, 0.004])
     assert meta_lr_at(TrainConfig(meta_lr=1.0, meta_lr_schedule="linear", iterations=10), 10) == 0.0
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from intersection_meta.config import FLAT_KEYS, SECTIONS, RunConfig, make_config
+from intersection_meta.config import FLAT_KEYS, PRE_KEY_BEHAVIOUR, SECTIONS, RunConfig, make_config
 from intersection_meta.schema import LoadError
 
 
@@ -53,8 +53,9 @@ def run_dir_name(algo: str, seed: int) -> str:
 
 def _flat_known(values: Mapping[str, Any]) -> dict[str, Any]:
     """``{"section.key": value}`` of a stored config (sections, or the flat names of older runs): every key of
-    the current config, its default where ``values`` lacks it; keys the config no longer has are dropped."""
-    out = RunConfig().flat()
+    the current config, the behaviour before the key existed where ``values`` lacks it (:data:`PRE_KEY_BEHAVIOUR`,
+    else its default); keys the config no longer has are dropped."""
+    out = {**RunConfig().flat(), **PRE_KEY_BEHAVIOUR}
     for key, value in values.items():
         if key in SECTIONS and isinstance(value, Mapping):
             items = [(f"{key}.{k}", v) for k, v in value.items()]
@@ -70,9 +71,9 @@ def config_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) 
     """Run-config keys (``section.key``, except ``train.iterations``) whose stored value differs from the
     requested one.
 
-    A key missing from ``stored`` (a run saved before the key existed) counts as its current default, and
-    stored keys the config no longer has are ignored, so adding a field with the old behaviour as default
-    does not invalidate finished runs.
+    A key missing from ``stored`` (a run saved before the key existed) counts as the behaviour it had then, and
+    stored keys the config no longer has are ignored, so adding a field, or changing a default later, does not
+    invalidate finished runs.
     """
     a, b = _flat_known(stored), _flat_known(requested)
     return sorted(k for k in a if k != "train.iterations" and a[k] != b[k])
