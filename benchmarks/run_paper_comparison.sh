@@ -3,7 +3,11 @@
 # Run directories go under runs/bench/ (gitignored); reports, plots and results.csv under docs/results/SUITE/.
 # Every command is resumable: rerunning it skips completed runs and resumes partial ones.
 # Usage: benchmarks/run_paper_comparison.sh [all|cartpole|yield_left|lunarlander]   (default all)
-# CartPole and LunarLander pin inner_lr 0.5 / meta_lr 0.003, the run-config defaults when they were run.
+# Every command pins the run-config defaults of the time it was run (CartPole and LunarLander: inner_lr 0.5 /
+# meta_lr 0.003; all: no input standardisation, a constant outer step and a constant directed step, the defaults
+# before issue 9's learning design), so rerunning it reproduces the stored results; yield_left also pins the reward
+# weights it had then (-10 / 0.2; the shared design is -50 / 1).
+OLD_DEFAULTS=(--set input_norm=none --set meta_lr_schedule=constant --set directed_lr_decay=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -14,7 +18,7 @@ if [[ $PART == all || $PART == cartpole ]]; then
 $PY -m intersection_meta.bench --suite cartpole_physics --seeds 10 --iterations 35 --jobs 2 \
     --out runs/bench/cartpole_physics --report-dir docs/results/cartpole_physics \
     --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
-    --set inner_lr=0.5 --set meta_lr=0.003
+    --set inner_lr=0.5 --set meta_lr=0.003 "${OLD_DEFAULTS[@]}"
 fi
 
 # 2. Intersection, yield_left (fast native simulator): MAML vs Directed-MAML, 3 seeds.
@@ -23,7 +27,8 @@ fi
 if [[ $PART == all || $PART == yield_left ]]; then
 $PY -m intersection_meta.bench --suite yield_left --algos maml,directed_maml --seeds 3 --iterations 120 --jobs 2 \
     --out runs/bench/yield_left_v2 --report-dir docs/results/yield_left \
-    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0
+    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
+    "${OLD_DEFAULTS[@]}" --set reward.collision_reward=-10 --set reward.high_speed_reward=0.2
 fi
 
 # 3. LunarLander family: MAML vs Directed-MAML, 2 seeds, few iterations (an early-training snapshot only:
@@ -33,5 +38,5 @@ $PY -m intersection_meta.bench --suite lunarlander_gravity_wind --algos maml,dir
     --iterations 15 --jobs 2 --out runs/bench/lunarlander_gravity_wind \
     --report-dir docs/results/lunarlander_gravity_wind \
     --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
-    --set inner_lr=0.5 --set meta_lr=0.003
+    --set inner_lr=0.5 --set meta_lr=0.003 "${OLD_DEFAULTS[@]}"
 fi
