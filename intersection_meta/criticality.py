@@ -44,6 +44,22 @@ Its per-frame code is scalar and compiled with numba (a numpy version cost the f
     per frame (exactly the acceleration the simulators integrate); 0 if the ego never slows down. Frames that
     start with the ego already crashed (highway-env then brakes it with ``a = -speed``) do not count.
 
+**Conflict-area observation features** (opt-in, ``observation.features``; :func:`conflict_features`). Per vehicle,
+from the same occupancy interval ``[d_in, d_out]`` and travelled distance ``d`` as ``min_ttc_s`` (the tracker's own
+running state, so both backends share the code):
+
+``conflict_distance``
+    ``d_in - d``: the distance along the car's route to the entry of the conflict area [m], negative once it has
+    entered; divided by :data:`CONFLICT_DISTANCE_SCALE_M` (100 m) and clipped to [-1, 1].
+``conflict_time``
+    ``t_in`` of ``min_ttc_s``: ``(d_in - d) / v`` before the area, 0 while inside it; :data:`CONFLICT_TIME_CAP_S`
+    (10 s) when the car stands before it, has passed it (``d > d_out``) or would take longer; divided by the cap,
+    so in [0, 1] (1 = "far").
+
+Without a conflict area (routes whose junction lanes do not overlap, e.g. both cars turn right) both features take
+their "far" value, 1. The other car's values are 0 when its observation row is (zero padding once it has left
+the road).
+
 Non-finite values: ``inf`` as above (never NaN). ``evaluation.json`` stores inf as ``null``; means over episodes
 (:func:`finite_mean`) skip infinite values.
 
@@ -313,6 +329,29 @@ def ttc_along_paths_s(
     return start if start < end else math.inf
 
 
+#: ``conflict_distance`` is this distance [m] divided by it, then clipped to [-1, 1].
+CONFLICT_DISTANCE_SCALE_M = 100.0
+#: ``conflict_time`` is the time to the conflict area [s], capped at this value, divided by it (in [0, 1]).
+CONFLICT_TIME_CAP_S = 10.0
+
+
+@njit(cache=True)
+def conflict_features(d: float, v: float, d_in: float, d_out: float) -> tuple[float, float]:
+    """The normalised observation features ``(conflict_distance, conflict_time)`` of one car (module docstring)
+    from its travelled distance ``d`` [m], speed ``v`` [m/s] and occupancy interval ``[d_in, d_out]`` [m]:
+    ``clip((d_in - d) / 100, -1, 1)`` and ``min(t_in, 10) / 10`` with ``t_in`` as in :func:`ttc_along_paths_s`;
+    ``(1, 1)`` ("far") without a conflict area (``d_in`` infinite).
+
+    >>> conflict_features(10.0, 5.0, 40.0, 50.0)
+    (0.3, 0.6)
+    """
+    if not math.isfinite(d_in):
+        return 1.0, 1.0
+    distance = min(max((d_in - d) / CONFLICT_DISTANCE_SCALE_M, -1.0), 1.0)
+    t_in, _ = _occupancy(d, v, d_in, d_out)
+    return distance, min(t_in, CONFLICT_TIME_CAP_S) / CONFLICT_TIME_CAP_S
+
+
 def finite_mean(values: Any) -> float:
     """Mean of the finite entries (NaN if there are none): how episode metrics are averaged."""
     a = np.asarray(values, dtype=np.float64).ravel()
@@ -417,6 +456,15 @@ def _reset_masked(st, zones, states, mask):
 
 
 @njit(cache=True)
+def _conflict_values(st, zones, out):
+    for i in range(st.shape[0]):
+        for v in range(2):  # state columns _D_E, _D_O and _V_E, _V_O; zones (in, out) of ego then other
+            out[i, v, 0], out[i, v, 1] = conflict_features(
+                st[i, _D_E + v], st[i, _V_E + v], zones[i, 2 * v], zones[i, 2 * v + 1]
+            )
+
+
+@njit(cache=True)
 def _values(st, out):
     for i in range(st.shape[0]):
         out[0, i] = st[i, _MIN_DIST]
@@ -465,6 +513,13 @@ class CriticalityTracker:
         skip = self._no_skip if skip is None else np.asarray(skip, dtype=np.bool_)
         update(self._state, self.zones, np.asarray(frames, dtype=np.float64), np.asarray(present, dtype=np.bool_),
                skip, self.dt_s)
+
+    def conflict_features(self) -> np.ndarray:
+        """``[N, 2, 2]`` float64: ``out[i, vehicle] = (conflict_distance, conflict_time)`` (normalised, see
+        :func:`conflict_features`) of each car at the current state of each scene (vehicle 0 ego, 1 other)."""
+        out = np.empty((self.num_scenes, 2, 2))
+        _conflict_values(self._state, self.zones, out)
+        return out
 
     def values(self) -> dict[str, np.ndarray]:
         """The running metrics ``{key: [N] float64}`` (:data:`CRITICALITY_KEYS`)."""

@@ -48,6 +48,7 @@ from intersection_meta.schema import (
 )
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import (
+    ALL_OBSERVATION_FEATURES,
     APPROACH_LANE_LENGTH_M,
     DRIVERS,
     ENTRIES,
@@ -213,7 +214,17 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
         "target_speeds_mps": _Leaf("float_list", default=[0.0, 4.5, 9.0], low=0.0, high=30.0),
     },
     "observation": {
-        "features": _Leaf("enum_list", default=list(OBSERVATION_FEATURES), allowed=OBSERVATION_FEATURES),
+        "features": _Leaf(
+            "enum_list",
+            default=list(OBSERVATION_FEATURES),
+            allowed=ALL_OBSERVATION_FEATURES,
+            help="per-vehicle observation features, in order: highway-env's Kinematics features (the default "
+            "list), and the opt-in conflict_distance (distance along the car's route to the entry of the conflict "
+            "area it shares with the other car, / 100 m, clipped to [-1, 1], negative once entered) and "
+            "conflict_time (time until it enters that area at its current speed: 0 inside, capped at 10 s when "
+            "stopped before it, past it or farther; / 10 s, in [0, 1]); both are 1 without a conflict area "
+            "(intersection_meta.criticality)",
+        ),
         "absolute": _Leaf("bool", default=True),
     },
     "reward": {

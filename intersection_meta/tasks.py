@@ -22,8 +22,16 @@ ENTRIES: tuple[str, ...] = ("south", "west", "north", "east")
 INTENTS: tuple[str, ...] = ("straight", "left", "right")
 DRIVERS: tuple[str, ...] = ("idm", "constant_speed")
 
-#: Kinematics features the intersection observation may use (a subset of highway-env's).
+#: The default per-vehicle features of the intersection observation: highway-env's Kinematics features.
 OBSERVATION_FEATURES: tuple[str, ...] = ("presence", "x", "y", "vx", "vy", "cos_h", "sin_h")
+
+#: Opt-in per-vehicle conflict-area features (not highway-env's; :func:`intersection_meta.criticality.conflict_features`
+#: defines them): the distance along the car's route to the entry of the conflict area it shares with the other
+#: car, and the time until it enters it at its current speed.
+CONFLICT_FEATURES: tuple[str, ...] = ("conflict_distance", "conflict_time")
+
+#: Every feature an intersection observation may list (``observation.features``), in any order.
+ALL_OBSERVATION_FEATURES: tuple[str, ...] = OBSERVATION_FEATURES + CONFLICT_FEATURES
 
 #: Length of every approach lane of highway-env's intersection: its end (s = 100 m) is the stop line.
 APPROACH_LANE_LENGTH_M = 100.0

@@ -168,12 +168,11 @@ def observation_and_action_spaces(task: Task) -> tuple[spaces.Space, spaces.Spac
     """
     _check_task(task)
     if task.kind == "intersection":
-        from intersection_meta.envs.intersection import VEHICLES_COUNT, validate_task
+        from intersection_meta.envs.intersection import observation_space, validate_task
 
         validate_task(task)
         s = task.settings
-        obs_dim = VEHICLES_COUNT * len(s.observation_features)
-        obs_space = spaces.Box(-1.0, 1.0, shape=(obs_dim,), dtype=np.float32)
+        obs_space = observation_space(s.observation_features)
         if s.action == "discrete":
             return obs_space, spaces.Discrete(3)
         return obs_space, spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)

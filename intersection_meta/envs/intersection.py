@@ -8,6 +8,7 @@ network (node names ``o{k}``, ``ir{k}``, ``il{k}``) lives in this module; magic 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,13 @@ from highway_env.vehicle.kinematics import Vehicle
 
 from intersection_meta.criticality import CriticalityTracker, zone_array
 from intersection_meta.tasks import (
+    ALL_OBSERVATION_FEATURES,
     APPROACH_LANE_LENGTH_M,
+    CONFLICT_FEATURES,
     DRIVERS,
     IDM_MAX_ACCEL_LIMIT_MPS2,
     IDM_PARAMETER_DEFAULTS,
     INTENTS,
-    OBSERVATION_FEATURES,
     IntersectionTask,
 )
 
@@ -120,11 +122,11 @@ def validate_task(task: IntersectionTask) -> None:
     s = task.settings
     if s.action not in ("discrete", "continuous"):
         raise ValueError(f"settings.action={s.action!r}; allowed: ['continuous', 'discrete']")
-    unknown = [f for f in s.observation_features if f not in OBSERVATION_FEATURES]
+    unknown = [f for f in s.observation_features if f not in ALL_OBSERVATION_FEATURES]
     if unknown or not s.observation_features:
         raise ValueError(
             f"settings.observation_features has unknown features {unknown} (or is empty); "
-            f"allowed: {list(OBSERVATION_FEATURES)}"
+            f"allowed: {list(ALL_OBSERVATION_FEATURES)}"
         )
     if len(s.target_speeds_mps) < 2 or list(s.target_speeds_mps) != sorted(s.target_speeds_mps):
         raise ValueError(
@@ -137,6 +139,13 @@ def validate_task(task: IntersectionTask) -> None:
         )
     if s.duration_s <= 0:
         raise ValueError(f"settings.duration_s must be > 0, got {s.duration_s}")
+
+
+def observation_space(features: Sequence[str]) -> spaces.Box:
+    """The flat observation space of ``VEHICLES_COUNT`` rows of ``features`` (both backends): every feature lies in
+    [-1, 1], except ``conflict_time``, which lies in [0, 1]."""
+    low = np.array([0.0 if f == "conflict_time" else -1.0 for f in features] * VEHICLES_COUNT, dtype=np.float32)
+    return spaces.Box(low, np.ones_like(low), dtype=np.float32)
 
 
 def build_config(task: IntersectionTask) -> dict[str, Any]:
@@ -265,7 +274,9 @@ class _ArrayKinematicObservation(KinematicObservation):
 
     Supports exactly the features in ``OBSERVATION_FEATURES`` with ``normalize=True`` and explicit
     ``features_range``, ``order="sorted"``, no obstacles; it halves the cost of a step. Equality with
-    ``KinematicObservation.observe`` is tested.
+    ``KinematicObservation.observe`` is tested. It also provides the package's ``CONFLICT_FEATURES``
+    (already normalised, never made relative), read from the env's criticality tracker
+    (:meth:`TwoVehicleIntersectionEnv.conflict_features`).
     """
 
     def observe(self) -> np.ndarray:
@@ -280,9 +291,10 @@ class _ArrayKinematicObservation(KinematicObservation):
             sort=self.order == "sorted",
             vehicles_only=not self.include_obstacles,
         )
-        rows = [self._row(ego, None)]
+        conflict = self.env.conflict_features() if any(f in CONFLICT_FEATURES for f in self.features) else None
+        rows = [self._row(ego, None, conflict)]
         origin = None if self.absolute else ego
-        rows += [self._row(v, origin) for v in others[-self.vehicles_count + 1 :]] if others else []
+        rows += [self._row(v, origin, conflict) for v in others[-self.vehicles_count + 1 :]] if others else []
         table = np.zeros((self.vehicles_count, len(self.features)), dtype=np.float64)
         table[: len(rows)] = rows
         for j, feature in enumerate(self.features):
@@ -292,7 +304,7 @@ class _ArrayKinematicObservation(KinematicObservation):
                 table[: len(rows), j] = np.clip(column, -1, 1) if self.clip else column
         return table.astype(np.float32)
 
-    def _row(self, vehicle: Vehicle, origin: Vehicle | None) -> list[float]:
+    def _row(self, vehicle: Vehicle, origin: Vehicle | None, conflict: np.ndarray | None) -> list[float]:
         velocity, direction = vehicle.velocity, vehicle.direction
         values = {
             "presence": 1.0,
@@ -309,6 +321,9 @@ class _ArrayKinematicObservation(KinematicObservation):
             values["y"] -= origin.position[1]
             values["vx"] -= origin_velocity[0]
             values["vy"] -= origin_velocity[1]
+        if conflict is not None:
+            k = 0 if vehicle is self.env.road.tracked[0] else 1
+            values["conflict_distance"], values["conflict_time"] = conflict[k]
         return [values[f] for f in self.features]
 
 
@@ -375,6 +390,10 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
     or if it is 200 m or more away). x, y (world frame if ``settings.observation_absolute``, else relative
     to the ego) are divided by 100 m, vx, vy (relative likewise) by 20 m/s, then clipped to [-1, 1];
     presence is 1, cos_h/sin_h are the heading's cosine/sine. Flattening is done inside this env.
+    Opt-in ``conflict_distance`` (distance along the route to the entry of the conflict area, / 100 m, clipped to
+    [-1, 1]) and ``conflict_time`` (time until entering it at the current speed, capped at 10 s, / 10 s, in
+    [0, 1]) are per vehicle and never relative; both are 1 without a conflict area
+    (:mod:`intersection_meta.criticality`). Bounds: :func:`observation_space`.
 
     ## Rewards
     highway-env's intersection reward with the task's weights: if the ego has arrived, ``arrived_reward``;
@@ -417,7 +436,8 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
           intersecting now => both ``crashed``; intersecting after moving by ``velocity * dt`` => impact
           displacements ``+-transition / 2`` stored, added (and ``crashed`` set) at each vehicle's next
           ``Vehicle.step``.
-    3. Observation, reward, ``terminated`` (ego crashed or ego arrived: on an ``il* -> o*`` exit lane with
+    3. The criticality tracker takes the step's frames (it holds the travelled distances the conflict features
+       use). Observation, reward, ``terminated`` (ego crashed or ego arrived: on an ``il* -> o*`` exit lane with
        s >= 25 m) and ``truncated`` (``time >= duration``) are computed, then ``info``.
     4. ``_clear_vehicles``: the other vehicle is removed from the road once it is on an exit lane with
        s >= 100 - 4 * 5 = 80 m (highway-env's semantics, kept), so it is absent from LATER observations.
@@ -454,8 +474,7 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
         if type(self.action_type) is ContinuousAction:
             self.action_type = _LongitudinalContinuousAction(self, **self.config["action"])
             self.action_space = self.action_type.space()
-        n_features = len(self.config["observation"]["features"])
-        self.observation_space = spaces.Box(-1.0, 1.0, shape=(VEHICLES_COUNT * n_features,), dtype=np.float32)
+        self.observation_space = observation_space(self.config["observation"]["features"])
 
     # --- scene -------------------------------------------------------------------------------------
 
@@ -511,21 +530,34 @@ class TwoVehicleIntersectionEnv(IntersectionEnv):
             self.configure(build_config(task))
             self.task = task
         obs, info = super().reset(seed=seed, options=None)
-        sim_hz = self.config["simulation_frequency"]
-        self._criticality = CriticalityTracker(zone_array([self.task]), 1 / sim_hz)
-        self._criticality.reset(np.ones(1, dtype=bool), np.asarray([tracked_states(self.road.tracked)]))
         info["criticality"] = self._criticality_info()
         return self._flatten(obs), info
 
+    def _reset(self) -> None:
+        # The criticality tracker starts with the scene, before the first observation (which may read it).
+        super()._reset()
+        sim_hz = self.config["simulation_frequency"]
+        self._criticality = CriticalityTracker(zone_array([self.task]), 1 / sim_hz)
+        self._criticality.reset(np.ones(1, dtype=bool), np.asarray([tracked_states(self.road.tracked)]))
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """One decision step; see the class docstring for the exact order of operations."""
-        present = self.road.tracked[1] in self.road.vehicles
-        self.road.frames.clear()
         obs, reward, terminated, truncated, info = super(IntersectionEnv, self).step(action)
-        self._criticality.update(np.asarray([self.road.frames]), np.array([present]))
         info["criticality"] = self._criticality_info()
         self._clear_vehicles()
         return self._flatten(obs), float(reward), bool(terminated), bool(truncated), info
+
+    def _simulate(self, action: Any = None) -> None:
+        # The step's frames feed the criticality tracker before the observation (which may read it) is made.
+        present = self.road.tracked[1] in self.road.vehicles
+        self.road.frames.clear()
+        super()._simulate(action)
+        self._criticality.update(np.asarray([self.road.frames]), np.array([present]))
+
+    def conflict_features(self) -> np.ndarray:
+        """``[2, 2]``: (conflict_distance, conflict_time) of the ego and the other car now, normalised
+        (:func:`intersection_meta.criticality.conflict_features`)."""
+        return self._criticality.conflict_features()[0]
 
     def _info(self, obs: Any, action: Any = None) -> dict:
         info = super()._info(obs, action)

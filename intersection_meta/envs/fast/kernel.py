@@ -109,12 +109,13 @@ O_REWARD, O_COLLISION, O_HIGH_SPEED, O_ARRIVED, O_ON_ROAD, O_SPEED = range(6)
 NOF = 6
 REWARD_TERMS = ("collision_reward", "high_speed_reward", "arrived_reward", "on_road_reward")
 REWARD_TERM_ROWS = (O_COLLISION, O_HIGH_SPEED, O_ARRIVED, O_ON_ROAD)
-# Rows of the bool output ``out_b`` (rows, N).
-B_TERMINATED, B_TRUNCATED, B_CRASHED, B_ARRIVED = range(4)
-NOB = 4
-# Observation feature codes.
-FEATURES = ("presence", "x", "y", "vx", "vy", "cos_h", "sin_h")
-F_PRESENCE, F_X, F_Y, F_VX, F_VY, F_COS_H, F_SIN_H = range(7)
+# Rows of the bool output ``out_b`` (rows, N); B_OTHER_SEEN: the other car's observation row is not zero padding.
+B_TERMINATED, B_TRUNCATED, B_CRASHED, B_ARRIVED, B_OTHER_SEEN = range(5)
+NOB = 5
+# Observation feature codes. The conflict features' columns are left 0 here: the VectorEnv fills them from the
+# criticality tracker after the step (it holds the travelled distances; intersection_meta.criticality).
+FEATURES = ("presence", "x", "y", "vx", "vy", "cos_h", "sin_h", "conflict_distance", "conflict_time")
+F_PRESENCE, F_X, F_Y, F_VX, F_VY, F_COS_H, F_SIN_H, F_CONFLICT_DISTANCE, F_CONFLICT_TIME = range(9)
 
 EGO, OTHER = 0, 1
 # highway_env.vehicle constants, spelled as highway-env computes them.
@@ -523,6 +524,8 @@ def _observe(
                 continue
             if f == F_PRESENCE:
                 val = 1.0
+            elif f == F_CONFLICT_DISTANCE or f == F_CONFLICT_TIME:
+                val = 0.0  # filled by the VectorEnv (see FEATURES)
             elif f == F_COS_H:
                 val = ce if v == EGO else co
             elif f == F_SIN_H:
@@ -559,6 +562,7 @@ def _observe(
     out_f[O_SPEED, i] = ev
     out_b[B_CRASHED, i] = collision != 0.0
     out_b[B_ARRIVED, i] = arrived
+    out_b[B_OTHER_SEEN, i] = seen
     w_collision, w_arrived = params[i, P_W_COLLISION], params[i, P_W_ARRIVED]
     reward = 0 + w_collision * collision + params[i, P_W_HIGH_SPEED] * high_speed
     reward = reward + w_arrived * out_f[O_ARRIVED, i]

@@ -21,7 +21,12 @@ from intersection_meta.criticality import CRITICALITY_KEYS, CriticalityTracker, 
 from intersection_meta.envs.fast import kernel as K
 from intersection_meta.envs.fast.numerics import dot_is_fused
 from intersection_meta.envs.fast.road import destination_node, entry_index, lane_table, route
-from intersection_meta.tasks import APPROACH_LANE_LENGTH_M, IntersectionSettings, IntersectionTask
+from intersection_meta.tasks import (
+    APPROACH_LANE_LENGTH_M,
+    CONFLICT_FEATURES,
+    IntersectionSettings,
+    IntersectionTask,
+)
 
 __all__ = ["PARALLEL_MIN_SCENES", "FastIntersectionVectorEnv"]
 
@@ -86,7 +91,7 @@ class FastIntersectionVectorEnv(VectorEnv):
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, tasks: Sequence[IntersectionTask], seed: int | None = None) -> None:
-        from intersection_meta.envs.intersection import CONTINUOUS_ACCELERATION_RANGE_MPS2
+        from intersection_meta.envs.intersection import CONTINUOUS_ACCELERATION_RANGE_MPS2, observation_space
 
         self.tasks = tuple(tasks)
         self.settings = _check_settings(self.tasks)
@@ -95,8 +100,13 @@ class FastIntersectionVectorEnv(VectorEnv):
         self.render_mode = None
         self._discrete = settings.action == "discrete"
         self._features = np.array([K.FEATURES.index(f) for f in settings.observation_features], dtype=np.int64)
-        n_feat = self._features.size
-        self.single_observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2 * n_feat,), dtype=np.float32)
+        # (observation column, index in criticality's (conflict_distance, conflict_time)) of each conflict feature.
+        self._conflict_columns = [
+            (j, CONFLICT_FEATURES.index(f))
+            for j, f in enumerate(settings.observation_features)
+            if f in CONFLICT_FEATURES
+        ]
+        self.single_observation_space = observation_space(settings.observation_features)
         if self._discrete:
             self.single_action_space: gym.spaces.Space = gym.spaces.Discrete(len(_DISCRETE_ACTIONS))
         else:
@@ -221,6 +231,7 @@ class FastIntersectionVectorEnv(VectorEnv):
             obs, out_f, out_b,
         )  # fmt: skip
         self._criticality.reset(mask, self._tracked_states())
+        self._fill_conflict_features(obs, out_b[K.B_OTHER_SEEN])
         return obs, self._infos(out_f, out_b)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -269,6 +280,7 @@ class FastIntersectionVectorEnv(VectorEnv):
         self._criticality.update(self._frame_states, present, skip=resetting | ~active)
         if resetting.any():
             self._criticality.reset(resetting, self._tracked_states())
+        self._fill_conflict_features(obs, out_b[K.B_OTHER_SEEN], None if active is self._all_active else active)
         infos = self._infos(out_f, out_b, None if active is self._all_active else active)
         return obs, out_f[K.O_REWARD], out_b[K.B_TERMINATED], out_b[K.B_TRUNCATED], infos
 
@@ -295,6 +307,18 @@ class FastIntersectionVectorEnv(VectorEnv):
         a = np.clip(a.reshape(-1), -1, 1)
         lo, hi = self._acceleration_range_mps2
         return (lo + (a - (-1)) * (hi - lo) / (1 - (-1))).astype(np.float64)
+
+    def _fill_conflict_features(self, obs: np.ndarray, seen: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Write the conflict features (left 0 by the kernel) into ``obs`` from the criticality tracker's state, as
+        the reference's observation does: the other car's only where its row is ``seen`` (False for held scenes);
+        held scenes (not ``active``) stay 0."""
+        if not self._conflict_columns:
+            return
+        values = self._criticality.conflict_features()  # [N, 2, 2]
+        n_feat = self._features.size
+        for j, k in self._conflict_columns:
+            obs[:, j] = values[:, K.EGO, k] if active is None else np.where(active, values[:, K.EGO, k], 0.0)
+            obs[:, n_feat + j] = np.where(seen, values[:, K.OTHER, k], 0.0)
 
     def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fresh output arrays of one call: observations, float rows ``K.O_*``, bool rows ``K.B_*``
