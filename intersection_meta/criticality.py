@@ -57,8 +57,10 @@ running state, so both backends share the code):
     so in [0, 1] (1 = "far").
 
 Without a conflict area (routes whose junction lanes do not overlap, e.g. both cars turn right) both features take
-their "far" value, 1. The other car's values are 0 when its observation row is (zero padding once it has left
-the road).
+their "far" value, 1. Once the other car has left the road (highway-env removes it at the end of its exit lane, and
+its observation row becomes zero padding) its values are :data:`CONFLICT_FEATURES_GONE`, those of a car far past
+the area: ``(-1, 1)``. (Zero would read as "in the conflict area now", and a policy trained with it learned to
+wait for a car that was no longer there.)
 
 Non-finite values: ``inf`` as above (never NaN). ``evaluation.json`` stores inf as ``null``; means over episodes
 (:func:`finite_mean`) skip infinite values.
@@ -333,6 +335,8 @@ def ttc_along_paths_s(
 CONFLICT_DISTANCE_SCALE_M = 100.0
 #: ``conflict_time`` is the time to the conflict area [s], capped at this value, divided by it (in [0, 1]).
 CONFLICT_TIME_CAP_S = 10.0
+#: ``(conflict_distance, conflict_time)`` of a car that has left the road: far past the conflict area.
+CONFLICT_FEATURES_GONE: tuple[float, float] = (-1.0, 1.0)
 
 
 @njit(cache=True)

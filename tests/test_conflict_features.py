@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from intersection_meta.criticality import (
+    CONFLICT_FEATURES_GONE,
     CONFLICT_DISTANCE_SCALE_M,
     CONFLICT_TIME_CAP_S,
     VEHICLE_LENGTH_M,
@@ -175,12 +176,15 @@ def test_no_conflict_area_gives_far_values(backend):
     assert not any(conflict_zone(t).exists for t in tasks)
     env = make_vector_env(tasks, backend=backend)
     obs, _ = env.reset(seed=0)
-    columns = [c for name in CONFLICT_FEATURES for c in _columns(ALL, name)]
     presence_other = _columns(ALL, "presence")[1]
     for _ in range(12):
         seen = obs[:, presence_other] == 1.0
-        np.testing.assert_array_equal(obs[:, columns][seen], 1.0)
-        np.testing.assert_array_equal(obs[:, columns][~seen], 0.0)  # nothing observed: zero padding
+        for k, name in enumerate(CONFLICT_FEATURES):
+            ego_col, other_col = _columns(ALL, name)
+            np.testing.assert_array_equal(obs[:, ego_col], 1.0)
+            np.testing.assert_array_equal(obs[seen, other_col], 1.0)
+            # a car no longer on the road is far past the area, not zero padding (which would read "inside it")
+            np.testing.assert_array_equal(obs[~seen, other_col], CONFLICT_FEATURES_GONE[k])
         obs, *_ = env.step(np.full(3, 2))
     env.close()
 

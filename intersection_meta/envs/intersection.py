@@ -21,7 +21,7 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
-from intersection_meta.criticality import CriticalityTracker, zone_array
+from intersection_meta.criticality import CONFLICT_FEATURES_GONE, CriticalityTracker, zone_array
 from intersection_meta.tasks import (
     ALL_OBSERVATION_FEATURES,
     APPROACH_LANE_LENGTH_M,
@@ -297,6 +297,10 @@ class _ArrayKinematicObservation(KinematicObservation):
         rows += [self._row(v, origin, conflict) for v in others[-self.vehicles_count + 1 :]] if others else []
         table = np.zeros((self.vehicles_count, len(self.features)), dtype=np.float64)
         table[: len(rows)] = rows
+        if conflict is not None:  # a car no longer on the road: far past the conflict area, not zero padding
+            for j, feature in enumerate(self.features):
+                if feature in CONFLICT_FEATURES:
+                    table[len(rows) :, j] = CONFLICT_FEATURES_GONE[CONFLICT_FEATURES.index(feature)]
         for j, feature in enumerate(self.features):
             if feature in self.features_range:
                 low, high = self.features_range[feature]

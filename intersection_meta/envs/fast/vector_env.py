@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from intersection_meta.criticality import CRITICALITY_KEYS, CriticalityTracker, zone_array
+from intersection_meta.criticality import CONFLICT_FEATURES_GONE, CRITICALITY_KEYS, CriticalityTracker, zone_array
 from intersection_meta.envs.fast import kernel as K
 from intersection_meta.envs.fast.numerics import dot_is_fused
 from intersection_meta.envs.fast.road import destination_node, entry_index, lane_table, route
@@ -310,15 +310,17 @@ class FastIntersectionVectorEnv(VectorEnv):
 
     def _fill_conflict_features(self, obs: np.ndarray, seen: np.ndarray, active: np.ndarray | None = None) -> None:
         """Write the conflict features (left 0 by the kernel) into ``obs`` from the criticality tracker's state, as
-        the reference's observation does: the other car's only where its row is ``seen`` (False for held scenes);
-        held scenes (not ``active``) stay 0."""
+        the reference's observation does: the other car's where its row is ``seen``, else
+        ``CONFLICT_FEATURES_GONE``; held scenes (not ``active``) stay 0."""
         if not self._conflict_columns:
             return
         values = self._criticality.conflict_features()  # [N, 2, 2]
         n_feat = self._features.size
         for j, k in self._conflict_columns:
             obs[:, j] = values[:, K.EGO, k] if active is None else np.where(active, values[:, K.EGO, k], 0.0)
-            obs[:, n_feat + j] = np.where(seen, values[:, K.OTHER, k], 0.0)
+            obs[:, n_feat + j] = np.where(seen, values[:, K.OTHER, k], CONFLICT_FEATURES_GONE[k])
+            if active is not None:
+                obs[~active, n_feat + j] = 0.0
 
     def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fresh output arrays of one call: observations, float rows ``K.O_*``, bool rows ``K.B_*``
