@@ -247,3 +247,21 @@ def test_highway_env_pin_admits_the_verified_version_only():
     assert pin.specifier.contains(version("highway-env"))
     assert pin.specifier.contains("1.12.1") and not pin.specifier.contains("1.13.0")
     assert not pin.specifier.contains("1.11.0")
+
+
+def test_stored_configs_without_a_key_keep_the_behaviour_they_ran_with():
+    """Keys whose default changed (issue 9's design) read back as their pre-key behaviour from stored configs, and
+    as today's default everywhere else."""
+    from intersection_meta.config import PRE_KEY_BEHAVIOUR, RunConfig, stored_config
+
+    fresh = RunConfig()
+    assert (fresh.policy.input_norm, fresh.train.meta_lr_schedule, fresh.meta.directed_lr_decay) == (
+        "fitted", "linear", 0.98
+    )
+    old = {s: v for s, v in fresh.to_dict().items()}
+    old = {**old, "policy": {"hidden_sizes": [64, 64]}, "train": {"iterations": 7}, "meta": {"inner_lr": 0.1}}
+    loaded = stored_config(old)
+    assert {k: loaded.flat()[k] for k in PRE_KEY_BEHAVIOUR} == PRE_KEY_BEHAVIOUR
+    assert loaded.train.iterations == 7 and loaded.meta.inner_lr == 0.1
+    # a stored value always wins over the pre-key behaviour
+    assert stored_config({"policy": {"input_norm": "fitted"}}).policy.input_norm == "fitted"
