@@ -5,11 +5,12 @@ machine (:class:`LocalExecutor`) or as Ray tasks (:class:`RayExecutor`); the run
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ class RunSpec:
     scenario_sets: tuple[tuple[str, Any], ...]
     #: Shown before the algorithm in progress lines when one pool runs several suites (the scenario matrix).
     label: str = ""
+    #: numba threads of the run's simulator (its torch uses 1). The executors give each run its share of the
+    #: cores: two runs on two cores with two numba threads each trained 3-5x slower than with one (oversubscribed
+    #: threads wait on each other at every parallel step).
+    numba_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,11 +104,18 @@ def load_runs(
     return runs
 
 
+def _set_numba_threads(n: int) -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
 def run_one(spec: RunSpec) -> RunOutcome:
     """Train (or resume, or skip) one run; executed in a worker process. Never raises for run errors."""
     import torch
 
     torch.set_num_threads(1)
+    _set_numba_threads(spec.numba_threads)
     from intersection_meta.checkpoint import CheckpointError, load_raw
     from intersection_meta.bench.report import final_return
     from intersection_meta.evaluate import final_evaluation
@@ -189,8 +201,9 @@ class LocalExecutor:
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             ctx.set_forkserver_preload(["intersection_meta.trainer"])
+        threads = max(1, (os.cpu_count() or 1) // min(self.jobs, max(1, len(specs))))
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_one, spec): spec for spec in specs}
+            futures = {pool.submit(run_one, replace(spec, numba_threads=threads)): spec for spec in specs}
             for future in as_completed(futures):
                 spec = futures[future]
                 try:
