@@ -195,12 +195,12 @@ class LocalExecutor:
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[RunOutcome]:
         """The outcome of every spec, as the runs finish."""
-        # forkserver: each run forks from a server that has already imported torch (saves ~5 s per run over
-        # spawn) and starts from a clean single-threaded process (plain fork after torch use is unsafe).
+        # forkserver: each run starts from a clean single-threaded process (plain fork after torch use is
+        # unsafe). No preload: runs forked from a server that had imported the trainer (torch, numba) trained 3-5x
+        # slower when two ran at once (15-iteration cross_straight runs: 12 s each against 2-3 s), which cost more
+        # than the imports it saved.
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            ctx.set_forkserver_preload(["intersection_meta.trainer"])
         threads = max(1, (os.cpu_count() or 1) // min(self.jobs, max(1, len(specs))))
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
             futures = {pool.submit(run_one, replace(spec, numba_threads=threads)): spec for spec in specs}
