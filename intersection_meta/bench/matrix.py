@@ -222,9 +222,11 @@ def write_results_csv(path: Path, results: Sequence[RunResult]) -> None:
             w.writerow({**asdict(r), "gain": r.gain})
 
 
-def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str]) -> Path:
-    """One figure: per scenario, each learner's normalised return after adaptation (0 = always go, 1 = per-task
-    best plan; filled: sampled, mean and 95% CI over seeds; hollow: greedy) against the best fixed plan (bar)."""
+def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str], floor: float = -2.0) -> Path:
+    """One figure on the scale that decides issue 9's bar: per scenario, each learner's return after one adaptation
+    step as the share of the gap from the best fixed plan (0, the bar) to the per-task best plan (1) that it
+    closes (:func:`gap_closed`; 0.5 is the stretch goal). Filled: sampled actions, seed mean and 95% CI over seeds;
+    hollow: greedy. Values below ``floor`` are drawn at the floor with their value written next to them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,33 +234,36 @@ def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str]) -> Path
 
     scenarios = list(dict.fromkeys(c.scenario for c in table))
     colors = {"multitask": "tab:gray", "maml": "tab:blue", "directed_maml": "tab:red"}
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(scenarios) + 2), 4.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(scenarios) + 2), 5.0), dpi=100)
     width = 0.8 / max(1, len(algos))
+
+    def shown(v: float) -> float:
+        return max(v, floor)
+
     for i, scenario in enumerate(scenarios):
         row = {c.algo: c for c in table if c.scenario == scenario}
-        if not row:
-            continue
-        any_cell = next(iter(row.values()))
-        fixed = normalised_score(any_cell.best_fixed, any_cell.always_go, any_cell.per_task_best)
-        ax.hlines(fixed, i - 0.45, i + 0.45, colors="black", linewidth=2, label="best fixed plan" if i == 0 else None)
         for j, algo in enumerate(algos):
             c = row.get(algo)
             if c is None:
                 continue
             x = i - 0.4 + width * (j + 0.5)
-            norm = [normalised_score(v, c.always_go, c.per_task_best) for v in c.after]
-            err = [[norm[0] - norm[1]], [norm[2] - norm[0]]] if not math.isnan(norm[1]) else None
-            ax.errorbar([x], [norm[0]], yerr=err, fmt="o", color=colors.get(algo), capsize=3,
+            est, lo, hi = (gap_closed(v, c.best_fixed, c.per_task_best) for v in c.after)
+            err = None if math.isnan(lo) else [[shown(est) - shown(lo)], [shown(hi) - shown(est)]]
+            ax.errorbar([x], [shown(est)], yerr=err, fmt="o", color=colors.get(algo), capsize=3,
                         label=f"{algo}, sampled" if i == 0 else None)
-            g = normalised_score(c.after_greedy.estimate, c.always_go, c.per_task_best)
-            ax.plot([x], [g], marker="D", markerfacecolor="none", color=colors.get(algo), linestyle="none",
+            g = gap_closed(c.after_greedy.estimate, c.best_fixed, c.per_task_best)
+            ax.plot([x], [shown(g)], marker="D", markerfacecolor="none", color=colors.get(algo), linestyle="none",
                     label=f"{algo}, greedy" if i == 0 else None)
-    ax.axhline(0.0, color="tab:orange", linestyle=":", linewidth=1, label="always go")
+            for value in (est, g):
+                if value < floor:
+                    ax.annotate(f"{value:.1f}", (x, floor), textcoords="offset points", xytext=(3, 4), fontsize=6)
+    ax.axhline(0.0, color="black", linewidth=1.5, label="best fixed plan (the bar)")
+    ax.axhline(0.5, color="tab:green", linestyle="--", linewidth=1, label="half the gap (stretch)")
     ax.axhline(1.0, color="tab:green", linestyle=":", linewidth=1, label="per-task best plan")
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
-    ax.set_ylabel("return after 1 adaptation step\n(0 = always go, 1 = per-task best plan)")
-    ax.set_ylim(min(-0.6, ax.get_ylim()[0]), 1.1)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.set_ylabel("share of the gap closed after 1 adaptation step\n(0 = best fixed plan, 1 = per-task best plan)")
+    ax.set_ylim(floor - 0.1, 1.1)
+    ax.legend(fontsize=7, ncol=3, loc="lower left")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
