@@ -2,7 +2,7 @@
 # The exact commands that produced docs/results/*/ (the Directed-MAML paper comparison).
 # Run directories go under runs/bench/ (gitignored); reports, plots and results.csv under docs/results/SUITE/.
 # Every command is resumable: rerunning it skips completed runs and resumes partial ones.
-# Usage: benchmarks/run_paper_comparison.sh [all|cartpole|yield_left|lunarlander]   (default all)
+# Usage: benchmarks/run_paper_comparison.sh [all|cartpole|yield_left|lunarlander|cartpole_new]   (default all)
 # Every command pins the run-config defaults of the time it was run (CartPole and LunarLander: inner_lr 0.5 /
 # meta_lr 0.003; all: no input standardisation, a constant outer step and a constant directed step, the defaults
 # before issue 9's learning design), so rerunning it reproduces the stored results; yield_left also pins the reward
@@ -39,4 +39,13 @@ $PY -m intersection_meta.bench --suite lunarlander_gravity_wind --algos maml,dir
     --report-dir docs/results/lunarlander_gravity_wind \
     --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
     --set inner_lr=0.5 --set meta_lr=0.003 "${OLD_DEFAULTS[@]}"
+fi
+
+# 4. CartPole under today's defaults (issue 9's design: fitted input statistics, annealed outer step, decayed directed
+# step), MAML vs Directed-MAML, 3 seeds, the settings of part 1 otherwise: does the default switch hurt CartPole?
+if [[ $PART == all || $PART == cartpole_new ]]; then
+$PY -m intersection_meta.bench --suite cartpole_physics --algos maml,directed_maml --seeds 3 --iterations 35 --jobs 2 \
+    --out runs/bench/cartpole_physics_new_defaults --report-dir docs/results/cartpole_physics_new_defaults \
+    --set meta_batch_size=10 --set episodes_per_task=10 --set directed_episodes=10 --set eval_tasks=0 \
+    --set inner_lr=0.5 --set meta_lr=0.003
 fi
