@@ -7,6 +7,7 @@ import dataclasses
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from gymnasium.utils.env_checker import check_env
 
 from intersection_meta.criticality import (
@@ -210,15 +211,24 @@ def test_check_env_and_spaces_with_the_features():
     env.close()
 
 
-def test_default_features_and_task_ids_are_unchanged():
+def test_shipped_scenarios_observe_the_features_and_task_ids_do_not_depend_on_them(tmp_path):
+    """The shared base file lists the conflict features; the schema's (and a task's) own default stays highway-env's
+    seven kinematic features; the feature list is a setting, not a task parameter, so task IDs ignore it."""
     scenario = load_scenario("cross_straight")
     task = scenario.sample_tasks(1, seed=0)[0]
-    assert task.settings.observation_features == OBSERVATION_FEATURES == IntersectionSettings().observation_features
+    assert task.settings.observation_features == ALL
+    assert make_env(task).observation_space.shape == (2 * len(ALL),)
+    assert OBSERVATION_FEATURES == IntersectionSettings().observation_features
     assert "conflict_distance" not in OBSERVATION_FEATURES
-    assert make_env(task).observation_space == gym.spaces.Box(-1.0, 1.0, shape=(14,), dtype=np.float32)
-    with_features = load_scenario("cross_straight", [_set_features(ALL)]).sample_tasks(1, seed=0)[0]
-    assert with_features.task_id == task.task_id
-    assert dataclasses.replace(with_features, settings=task.settings) == task
+    kinematic = load_scenario("cross_straight", [_set_features(OBSERVATION_FEATURES)]).sample_tasks(1, seed=0)[0]
+    assert make_env(kinematic).observation_space == gym.spaces.Box(-1.0, 1.0, shape=(14,), dtype=np.float32)
+    assert kinematic.task_id == task.task_id
+    assert dataclasses.replace(kinematic, settings=task.settings) == task
+    spec = load_scenario("cross_straight").to_dict()
+    del spec["observation"]["features"]
+    standalone = tmp_path / "standalone.yaml"
+    standalone.write_text(yaml.safe_dump({k: v for k, v in spec.items() if k != "extends"}))
+    assert load_scenario(standalone).medium_task().settings.observation_features == OBSERVATION_FEATURES
 
 
 def test_unknown_feature_error_lists_the_conflict_features():

@@ -20,6 +20,9 @@ OBS_TOL = 1e-3
 
 
 def _broad_tasks(n: int, seed: int) -> list[IntersectionTask]:
+    """Random crossings of every entry/intent/driver, observing what the shipped scenarios observe (so they batch
+    with them in one env, and the conflict features are compared too)."""
+    features = load_scenario("cross_straight").medium_task().settings.observation_features
     rng = np.random.default_rng(seed)
     tasks = []
     for _ in range(n):
@@ -38,7 +41,7 @@ def _broad_tasks(n: int, seed: int) -> list[IntersectionTask]:
                 float(rng.uniform(-3, 3)),
             )
         )
-    return tasks
+    return [with_settings(t, observation_features=features) for t in tasks]
 
 
 def _scenario_tasks(per_scenario: int, seed: int) -> list[IntersectionTask]:
@@ -147,10 +150,10 @@ def test_spaces_shapes_dtypes(tasks):
     assert env.single_action_space == ref.action_space
     assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     obs, info = env.reset(seed=1)
-    assert obs.shape == (6, 14) and obs.dtype == np.float32
+    assert obs.shape == (6, 18) and obs.dtype == np.float32
     assert env.observation_space.contains(obs)
     obs, rew, term, trunc, info = env.step(env.action_space.sample())
-    assert obs.shape == (6, 14) and obs.dtype == np.float32
+    assert obs.shape == (6, 18) and obs.dtype == np.float32
     assert rew.shape == (6,) and rew.dtype == np.float64
     assert term.dtype == bool and trunc.dtype == bool
     assert info["crashed"].dtype == bool and info["arrived"].dtype == bool
@@ -474,9 +477,10 @@ def test_step_active_holds_inactive_scenes_and_steps_the_others_as_step(tasks):
 def _step_scenes(env: FastIntersectionVectorEnv, actions: np.ndarray, mask: np.ndarray):
     """step() of every scene of ``env``, then the state of the scenes outside ``mask`` put back: the
     reference for step_active (each scene evolves under step() on the steps it is active)."""
-    saved = [a.copy() for a in (env._vf, env._vi, env._sf, env._si)]
+    state = (env._vf, env._vi, env._sf, env._si, env._criticality._state)  # the tracker feeds the conflict features
+    saved = [a.copy() for a in state]
     out = env.step(actions)
-    for arr, old in zip((env._vf, env._vi, env._sf, env._si), saved, strict=True):
+    for arr, old in zip(state, saved, strict=True):
         arr[~mask] = old[~mask]
     return out
 

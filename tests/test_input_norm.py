@@ -38,9 +38,9 @@ def test_buffers_are_in_the_state_dict_and_not_parameters():
 
 def test_fit_on_an_intersection_scenario_rescales_the_small_gap_features():
     scenario = load_scenario("cross_straight")
-    policy = CategoricalMLP(14, 3, hidden=(8,))
+    policy = CategoricalMLP(18, 3, hidden=(8,))  # 2 cars x (7 kinematic + 2 conflict features)
     st = fit_input_norm(scenario, policy, n_tasks=20, seed=1)
-    assert st.mean.shape == (14,)
+    assert st.mean.shape == (18,)
     assert (st.std < 0.5).any(), "some normalised features vary by less than 0.5 and get amplified"
     with pytest.raises(ValueError, match="positive"):
         Standardize(torch.zeros(2), torch.zeros(2))
