@@ -33,9 +33,8 @@ class RunSpec:
     scenario_sets: tuple[tuple[str, Any], ...]
     #: Shown before the algorithm in progress lines when one pool runs several suites (the scenario matrix).
     label: str = ""
-    #: numba threads of the run's simulator (its torch uses 1). The executors give each run its share of the
-    #: cores: two runs on two cores with two numba threads each trained 3-5x slower than with one (oversubscribed
-    #: threads wait on each other at every parallel step).
+    #: numba threads of the run's simulator (its torch uses 1): :class:`LocalExecutor` gives each run its share
+    #: of the cores, so parallel runs do not oversubscribe them; a Ray task asks for 1 CPU and uses 1.
     numba_threads: int = 1
 
 
