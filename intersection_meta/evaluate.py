@@ -209,6 +209,9 @@ def format_report(report: dict[str, Any]) -> str:
         k = greedy[0]["adapt_step"]
         lines.append(f"  {k}g = after {k} step(s), acting greedily (the most likely action at every decision; "
                      "the rows above sample their actions)")
+    if has_rates:
+        last = report["steps"][-1]
+        lines += _timeout_lines([(str(last["adapt_step"]), last)] + [(f"{g['adapt_step']}g", g) for g in greedy])
     crit = [s for s in report["steps"] if "min_distance_m" in s]
     if crit:
         lines.append("criticality (means over episodes with a finite value; '-' none):")
@@ -219,6 +222,22 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"{s['adapt_step']:>4}  {cells[0]:>14}  {cells[1]:>7}  {cells[2]:>9}  {cells[3]:>19}")
     lines += format_scripted(report)
     return "\n".join(lines)
+
+
+def timeout_rate(row: dict[str, Any]) -> float:
+    """Share of a report row's episodes that neither arrived nor collided: they ran out of time (intersection
+    episodes end on arrival, collision or the duration limit)."""
+    return max(0.0, 1.0 - row["success_rate"] - row["collision_rate"])
+
+
+def _timeout_lines(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One line per ``(label, row)`` whose episodes time out (0.5% or more), so a success rate below 100% with no
+    collisions is explained."""
+    return [
+        f"  {label}: {timeout_rate(row):.1%} of episodes neither arrived nor collided (ran out of time)"
+        for label, row in rows
+        if timeout_rate(row) >= 0.005
+    ]
 
 
 def best_adapt_steps(report: dict[str, Any]) -> int:

@@ -137,3 +137,19 @@ def test_greedy_evaluation_is_the_policys_most_likely_action() -> None:
     assert report["steps"][0]["return_mean"] != pytest.approx(greedy["return_mean"], abs=1e-3)
     assert "0g" in format_report(report) and "acting greedily" in format_report(report)
     assert "greedy" not in evaluate_checkpoint(ckpt, n_tasks=2, episodes_per_task=1, greedy=False)
+
+
+def test_report_names_the_share_of_episodes_that_ran_out_of_time():
+    from intersection_meta.evaluate import format_report, timeout_rate
+
+    def row(step: int, success: float, collision: float) -> dict:
+        return {"adapt_step": step, "return_mean": 1.0, "return_ci": [0.5, 1.5], "success_rate": success,
+                "success_ci": [0.0, 1.0], "collision_rate": collision, "collision_ci": [0.0, 1.0]}
+
+    report = {"algo": "maml", "scenario": "s", "iteration": 1, "tasks": 2, "episodes_per_task": 4,
+              "simulator": "fast", "steps": [row(0, 0.5, 0.5), row(1, 0.875, 0.0)], "greedy": row(1, 0.75, 0.125)}
+    assert timeout_rate(report["steps"][0]) == 0.0 and timeout_rate(report["steps"][1]) == pytest.approx(0.125)
+    text = format_report(report)
+    assert "  1: 12.5% of episodes neither arrived nor collided (ran out of time)" in text
+    assert "  1g: 12.5% of episodes neither arrived nor collided (ran out of time)" in text
+    assert "  0: " not in text  # only the last step and the greedy row are explained
