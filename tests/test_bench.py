@@ -183,3 +183,59 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path, capsys):
     capsys.readouterr()
     assert bench.main([*args, "--out", str(out), "--set", "inner_lr=0.1"]) == 1
     assert "different config" in capsys.readouterr().err
+
+
+def _grandchildren(pid: int) -> list[int]:
+    """Live processes two levels below ``pid`` (Linux /proc): the bench's workers, which the forkserver (a child
+    of this process, like multiprocessing's resource tracker) forks."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent[int(entry.name)] = int(fields[1])
+    children = {p for p, pp in parent.items() if pp == pid}
+    return [p for p, pp in parent.items() if pp in children]
+
+
+def test_a_killed_worker_is_retried_on_a_fresh_pool_and_resumes(tmp_path: Path):
+    """SIGKILL the worker of the first run after its first checkpoint: the pool breaks, both runs go to a fresh
+    pool, the killed one resumes from its checkpoint, and both finish with every iteration logged once."""
+    import os
+    import signal
+    import threading
+
+    from intersection_meta.bench.runner import LocalExecutor, RunSpec, run_dir_name
+    from intersection_meta.config import make_config
+    from intersection_meta.trainer import read_metrics
+
+    iterations = 40
+    config = {"train.scenario": "cartpole_physics", "meta.algo": "fomaml", "train.iterations": iterations,
+              "train.meta_batch_size": 2, "train.episodes_per_task": 4, "train.eval_tasks": 0,
+              "policy.hidden_sizes": [8]}
+    specs = [RunSpec("fomaml", s, tmp_path / run_dir_name("fomaml", s), make_config({**config, "train.seed": s})
+                     .to_dict(), (("episode.max_steps", 60),)) for s in (0, 1)]
+    first_ckpt = specs[0].out_dir / "checkpoints" / "last.pt"
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not first_ckpt.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _grandchildren(os.getpid())
+        if len(workers) == 1:  # jobs=1: the worker of the first run
+            os.kill(workers[0], signal.SIGKILL)
+            killed.append(workers[0])
+
+    killer = threading.Thread(target=kill_first_worker, daemon=True)
+    killer.start()
+    outcomes = list(LocalExecutor(1).run(specs))
+    killer.join(timeout=5)
+    assert killed, "no worker was found to kill"
+    assert sorted((o.seed, o.status) for o in outcomes) == [(0, "resumed"), (1, "done")], outcomes
+    for spec in specs:
+        its = [int(r["iteration"]) for r in read_metrics(spec.out_dir / "metrics.csv")]
+        assert its == list(range(1, iterations + 1))

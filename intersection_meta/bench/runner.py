@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -183,10 +184,16 @@ def run_one(spec: RunSpec) -> RunOutcome:
 
 
 class LocalExecutor:
-    """Runs in ``jobs`` fresh worker processes on this machine (one process per run, so peak memory is per run)."""
+    """Runs in ``jobs`` fresh worker processes on this machine (one process per run, so peak memory is per run).
 
-    def __init__(self, jobs: int) -> None:
+    A worker that dies abruptly (killed, out of memory) breaks its process pool: every run still pending there
+    fails with ``BrokenProcessPool``. Those runs go to a fresh pool, up to ``max_retries`` times each; a retried
+    run resumes from its last checkpoint, as the Ray executor's retries do.
+    """
+
+    def __init__(self, jobs: int, *, max_retries: int = 3) -> None:
         self.jobs = max(1, int(jobs))
+        self.max_retries = max(0, int(max_retries))
 
     @property
     def parallel_runs(self) -> int:
@@ -201,16 +208,27 @@ class LocalExecutor:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
         threads = max(1, (os.cpu_count() or 1) // min(self.jobs, max(1, len(specs))))
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_one, replace(spec, numba_threads=threads)): spec for spec in specs}
-            for future in as_completed(futures):
-                spec = futures[future]
-                try:
-                    yield future.result()
-                except Exception as exc:  # a worker crash (e.g. killed) must not lose the other runs
-                    yield RunOutcome(
-                        spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}", label=spec.label
-                    )
+        pending, attempt = [replace(spec, numba_threads=threads) for spec in specs], 0
+        while pending:
+            broken: list[RunSpec] = []
+            with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+                futures = {pool.submit(run_one, spec): spec for spec in pending}
+                for future in as_completed(futures):
+                    spec = futures[future]
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool as exc:  # a worker died: this run and the pool's other runs
+                        if attempt < self.max_retries:
+                            broken.append(spec)
+                        else:
+                            yield _failed(spec, exc)
+                    except Exception as exc:  # any other crash of a worker must not lose the other runs
+                        yield _failed(spec, exc)
+            pending, attempt = broken, attempt + 1
+
+
+def _failed(spec: RunSpec, exc: BaseException) -> RunOutcome:
+    return RunOutcome(spec.algo, spec.seed, "failed", error=f"{type(exc).__name__}: {exc}", label=spec.label)
 
 
 class RayExecutor:
