@@ -12,7 +12,9 @@ actions), so every evaluation says where the policy stands. The command line is
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from intersection_meta.criticality import CRITICALITY_KEYS, finite_mean, json_value
@@ -251,9 +253,6 @@ def final_evaluation(config: Any, checkpoint_path: Any, out_dir: Any) -> dict[st
     harness run it: ``config.train.eval_tasks`` tasks, ``config.meta.inner_steps`` adaptation steps, the run's seed
     and backend. Writes ``evaluation.txt`` and ``evaluation.json`` into ``out_dir`` (each atomically) and returns
     the report."""
-    import json
-    from pathlib import Path
-
     from intersection_meta.checkpoint import load_checkpoint
     from intersection_meta.runlog import replace_atomically
 

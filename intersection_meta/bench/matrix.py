@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from intersection_meta.bench.runner import run_dir_name
 from intersection_meta.stats import Interval, mean_ci
 
 #: The learners of the matrix: the non-meta baseline, MAML and Directed-MAML.
@@ -102,12 +103,6 @@ def gap_closed(ret: float, best_fixed: float, per_task_best: float) -> float:
     return (ret - best_fixed) / gap if gap > 0 else math.nan
 
 
-def normalised_score(ret: float, always_go: float, per_task_best: float) -> float:
-    """0 = the "always go" plan, 1 = the per-task best plan (makes scenarios comparable in one plot)."""
-    span = per_task_best - always_go
-    return (ret - always_go) / span if span > 0 else math.nan
-
-
 @dataclass(frozen=True)
 class Cell:
     """One (scenario, algorithm) cell over its seeds: means, and 95% t-intervals over seeds where stated."""
@@ -140,8 +135,8 @@ class Cell:
 
 
 def _mean(xs: Iterable[float]) -> float:
-    xs = [x for x in xs if not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else math.nan
+    """Mean of the non-NaN values (NaN if none), as :func:`intersection_meta.stats.mean_ci` computes it."""
+    return mean_ci(list(xs)).estimate
 
 
 def summarise_cell(results: Sequence[RunResult]) -> Cell:
@@ -274,8 +269,6 @@ def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str], floor: 
 
 def collect(out: Path, scenarios: Sequence[str], algos: Sequence[str], seeds: Sequence[int]) -> list[RunResult]:
     """Every finished run (one with an ``evaluation.json``) under ``out``."""
-    from intersection_meta.bench.runner import run_dir_name
-
     found = []
     for scenario in scenarios:
         for algo in algos:
