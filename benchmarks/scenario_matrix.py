@@ -35,7 +35,7 @@ from intersection_meta.bench.matrix import (
     write_results_csv,
 )
 from intersection_meta.bench.runner import LocalExecutor, RunSpec, run_all, run_dir_name
-from intersection_meta.config import RunConfig, make_config, split_overrides
+from intersection_meta.config import RunConfig, make_config, scenario_defaults, split_overrides
 from intersection_meta.registry import ALGORITHMS
 from intersection_meta.scenario import available_scenarios, load_scenario
 
@@ -70,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"--algos: unknown {', '.join(bad)}; expected some of {', '.join(ALGORITHMS)}")
     run_sets, scenario_sets = split_overrides(args.set)
-    base = make_config(run_sets, source="--set")
-    scenarios = {load_scenario(s, scenario_sets).name: s for s in scenario_args}  # name -> name or path
+    base = make_config(run_sets, source="--set")  # what the report lists as changed
+    loaded = {s: load_scenario(s, scenario_sets) for s in scenario_args}
+    scenarios = {sc.name: arg for arg, sc in loaded.items()}  # name -> name or path
+    # Each scenario's run_defaults, then --set, then the cell's own keys (as the train command layers them).
+    bases = {sc.name: make_config(run_sets, source="--set", base=scenario_defaults(sc)) for sc in loaded.values()}
     seeds = list(range(args.seeds))
     out, report_dir = Path(args.out), Path(args.report_dir)
 
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 algo,
                 seed,
                 out / name / "runs" / run_dir_name(algo, seed),
-                make_config({"train.scenario": arg, "meta.algo": algo, "train.seed": seed}, base=base).to_dict(),
+                make_config({"train.scenario": arg, "meta.algo": algo, "train.seed": seed}, base=bases[name]).to_dict(),
                 tuple(scenario_sets),
                 label=name,
             )
@@ -128,7 +131,8 @@ def render(table, results, argv, base: RunConfig, scenario_sets, jobs: int) -> s
         f"- git commit: `{sha}`; date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- machine: {platform.system()} {platform.machine()}, Python {platform.python_version()}; {jobs} runs in "
         "parallel (wall times include that load)",
-        "- every run is the README's default command with `--algo ALGO --seed SEED` (run config: the defaults"
+        "- every run is the README's default command with `--algo ALGO --seed SEED` (run config: the defaults with "
+        "the scenario's `run_defaults` (scenarios/_base_intersection.yaml)"
         + (f", plus `{changed}`" if changed else "")
         + (f"; scenario overrides {dict(scenario_sets)}" if scenario_sets else "")
         + f"): {base.train.iterations} iterations x {base.train.meta_batch_size} tasks x "

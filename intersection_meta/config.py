@@ -29,6 +29,7 @@ from intersection_meta.registry import (
     INPUT_NORMS,
     META_LR_SCHEDULES,
     OUTER_OPTIMIZERS,
+    WARM_STARTS,
 )
 from intersection_meta.schema import Leaf, LoadError, abbreviate, check_scalar, parse_set, read_yaml_file
 
@@ -155,6 +156,12 @@ class PolicyConfig(_Section):
         "policy-input standardisation: " + "; ".join(f"{k} = {v}" for k, v in INPUT_NORMS.items()),
         allowed=tuple(INPUT_NORMS),
     )
+    warm_start: str = _key(
+        "enum",
+        "none",
+        "initial policy: " + "; ".join(f"{k} = {v}" for k, v in WARM_STARTS.items()),
+        allowed=tuple(WARM_STARTS),
+    )
 
 
 @dataclass(frozen=True)
@@ -280,6 +287,7 @@ def make_config(values: Mapping[str, Any], *, source: str = "<config>", base: Ru
 #: default. (The defaults changed with issue 9's learning design.)
 PRE_KEY_BEHAVIOUR: dict[str, Any] = {
     "policy.input_norm": "none",
+    "policy.warm_start": "none",
     "train.meta_lr_schedule": "constant",
     "meta.directed_lr_decay": 1.0,
 }
@@ -307,6 +315,13 @@ def split_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[tuple[st
         else:
             scenario.append((key, value))
     return run, scenario
+
+
+def scenario_defaults(scenario: Any) -> RunConfig:
+    """The package defaults with the scenario's ``run_defaults:`` applied: the base that ``--config`` files, the
+    shortcut flags and ``--set`` are applied on (the train and bench commands, the scenario matrix), so a scenario
+    family trains with the values measured for it (rl-baselines3-zoo's per-environment hyperparameters)."""
+    return make_config(scenario.run_defaults, source=f"{scenario.source} (run_defaults)")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

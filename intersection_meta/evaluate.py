@@ -152,12 +152,24 @@ def _criticality_means(batches: list) -> dict[str, float | None]:
 def scripted_section(tasks: list) -> dict[str, Any]:
     """The scripted references (:func:`intersection_meta.scripted.references_for_tasks`) on ``tasks``, with what
     they cost: ``{"always_go", "always_go_collision_rate", "best_fixed_plan", "best_fixed",
-    "best_fixed_collision_rate", "per_task_best", "plans": {...}, "tasks", "time_s"}``."""
+    "best_fixed_collision_rate", "per_task_best", "plans": {...}, "tasks", "time_s"}``, plus ``"gap_acceptance"``
+    and ``"gap_acceptance_collision_rate"`` (the closed-loop rule of :mod:`intersection_meta.gap_acceptance`) when the
+    observation has the conflict features."""
     from intersection_meta.scripted import references_for_tasks
 
+    from intersection_meta.gap_acceptance import require_rule_inputs, run_gap_acceptance
+
     t0 = time.perf_counter()
-    refs = references_for_tasks(tasks)
-    return {**refs.to_dict(), "tasks": len(tasks), "time_s": time.perf_counter() - t0}
+    section = references_for_tasks(tasks).to_dict()
+    try:
+        require_rule_inputs(tasks[0].settings, "scripted references")
+    except ValueError:
+        pass  # no conflict features in this scenario's observation: the rule cannot run, so it is not reported
+    else:
+        rule = run_gap_acceptance(tasks)
+        section["gap_acceptance"] = rule.return_mean
+        section["gap_acceptance_collision_rate"] = rule.collision_rate
+    return {**section, "tasks": len(tasks), "time_s": time.perf_counter() - t0}
 
 
 def format_scripted(report: dict[str, Any]) -> list[str]:
@@ -171,6 +183,11 @@ def format_scripted(report: dict[str, Any]) -> list[str]:
         f"'{ref['best_fixed_plan']}' {ref['best_fixed']:.2f} ({ref['best_fixed_collision_rate']:.0%})  |  "
         f"per-task best plan {ref['per_task_best']:.2f}",
     ]
+    if "gap_acceptance" in ref:
+        lines.append(
+            f"  closed-loop gap-acceptance rule on the same observation {ref['gap_acceptance']:.2f} "
+            f"({ref['gap_acceptance_collision_rate']:.0%} collisions)"
+        )
     gap = ref["per_task_best"] - ref["best_fixed"]
     rows = [(report["steps"][-1], "")] + ([(report["greedy"], ", acting greedily,")] if "greedy" in report else [])
     for row, how in rows:

@@ -128,6 +128,13 @@ INPUT_NORMS: dict[str, str] = {
     "200 tasks, stored in the policy (and its checkpoints)",
 }
 
+#: Policy warm starts by name (the run config's ``policy.warm_start``).
+WARM_STARTS: dict[str, str] = {
+    "none": "training starts from the randomly initialised policy",
+    "gap_acceptance": "before the first iteration the policy imitates the closed-loop gap-acceptance rule "
+    "(intersection_meta/gap_acceptance.py; intersection scenarios with the conflict features and discrete actions)",
+}
+
 #: Vector-env backends by name (the run config's ``env.backend``).
 BACKENDS: dict[str, BackendSpec] = {
     "auto": BackendSpec(concrete=False, doc="fast for intersection scenarios, else highway"),

@@ -176,6 +176,12 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
     "target_return": _Leaf("float", default=None),
     "medium_task": _Leaf("medium", default="midpoint"),
     "require": _Leaf("require", default=[]),
+    "run_defaults": _Leaf(
+        "run_defaults",
+        default={},
+        help="run-config values this scenario trains best with, as in a --config file (SECTION: {KEY: VALUE}); "
+        "they replace the package defaults, and --config, the shortcut flags and --set still override them",
+    ),
     "ego": {
         "entry": _Leaf("enum", default="south", allowed=ENTRIES, sampled=True),
         "intent": _Leaf("enum", default="left", allowed=INTENTS, sampled=True),
@@ -238,7 +244,7 @@ _INTERSECTION_SCHEMA: dict[str, Any] = {
 
 _COMMON_TOP = {
     k: _INTERSECTION_SCHEMA[k]
-    for k in ("version", "name", "kind", "description", "target_return", "medium_task", "require")
+    for k in ("version", "name", "kind", "description", "target_return", "medium_task", "require", "run_defaults")
 }
 _CARTPOLE_SCHEMA: dict[str, Any] = {
     **_COMMON_TOP,
@@ -324,9 +330,29 @@ class _Validator:
                 raise self.fail(key, f"got {v!r}; expected a list of constraint strings, e.g. "
                                      "[\"abs(other.time_gap_s) > 0.3\"]")
             return list(v)
+        if leaf.type == "run_defaults":
+            return self.run_defaults(key, v)
         if leaf.sampled:
             return self.param(key, leaf, v)
         return self.scalar(key, leaf, v)
+
+    def run_defaults(self, key: str, v: Any) -> dict[str, Any]:
+        """A ``run_defaults:`` mapping, checked against the run config (nested sections, as in ``--config``
+        files); returned as given (``None``, an empty ``run_defaults:``, is ``{}``)."""
+        from intersection_meta.config import ConfigError, make_config
+
+        if v is None:
+            return {}
+        if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
+            raise self.fail(key, f"got {abbreviate(v)}; expected run-config sections, e.g. {{pg: "
+                                 "{normalize_advantages: false}} (python -m intersection_meta.train --help-config)")
+        if "scenario" in v.get("train", {}):
+            raise self.fail(f"{key}.train.scenario", "a scenario cannot choose the scenario to train on")
+        try:
+            make_config(v, source=self.source_of(key))
+        except ConfigError as exc:
+            raise self.fail(f"{key}.{exc.key}", exc.message) from None
+        return {section: dict(values) for section, values in v.items()}
 
     def normal(self, key: str, leaf: _Leaf, v: dict[str, Any]) -> Normal:
         if set(v) != {"normal", "clip"}:
@@ -435,6 +461,12 @@ class Scenario:
     medium_values: Mapping[str, Any] = field(repr=False)
     #: Every constraint a sampled task must satisfy: the file's ``require:`` lines, then the built-in ones.
     constraints: tuple[Constraint, ...] = field(default=(), repr=False)
+
+    @property
+    def run_defaults(self) -> dict[str, Any]:
+        """The file's ``run_defaults:`` (run-config sections; ``{}`` without them): see
+        :func:`intersection_meta.config.scenario_defaults`."""
+        return self.spec.get("run_defaults", {})
 
     # ---- construction --------------------------------------------------------------------------------------
     @classmethod
@@ -628,6 +660,8 @@ class Scenario:
         out["medium_task"] = _nest(self.medium_values)
         if not out.get("require"):
             out.pop("require", None)
+        if not out.get("run_defaults"):
+            out.pop("run_defaults", None)
         if out.get("target_return") is None:
             out.pop("target_return", None)
         return out

@@ -51,6 +51,7 @@ from intersection_meta.envs.factory import (
     resolve_backend,
     simulator_name,
 )
+from intersection_meta.gap_acceptance import imitate_gap_acceptance, require_rule_inputs
 from intersection_meta.input_norm import fit_input_norm
 from intersection_meta.meta import MetaLearner
 from intersection_meta.health import (
@@ -115,6 +116,8 @@ TIMING_COLUMNS: frozenset[str] = frozenset(
 _PHASE_TASKS, _PHASE_PRE, _PHASE_POST, _PHASE_DIRECTED_IN, _PHASE_DIRECTED_OUT = range(5)
 # Seed key of the input-statistics rollouts (policy.input_norm: fitted), disjoint from iterations' keys.
 _INPUT_NORM_SEED_KEY = 0x1A0B
+# Seed key of the warm start's imitation data and initialisation (policy.warm_start).
+_WARM_START_SEED_KEY = 0x1A0C
 
 
 def meta_lr_at(train: TrainConfig, iteration: int) -> float:
@@ -307,6 +310,19 @@ class Trainer:
         if config.policy.input_norm == "fitted":  # statistics of the fresh (near-uniform) policy's rollouts
             seed = derive_seed(config.train.seed, _INPUT_NORM_SEED_KEY)
             self.policy.set_input_norm(fit_input_norm(self.scenario, self.policy, config.env, seed=seed))
+        self.warm_start_accuracy: float | None = None  # share of imitation states where the policy acts as the rule
+        if config.policy.warm_start == "gap_acceptance":  # after the input statistics: they stay those of exploration
+            where = f"policy.warm_start=gap_acceptance on scenario {self.scenario.name!r}"
+            if self.scenario.kind != "intersection":
+                raise TrainError(f"{where}: the rule drives intersection scenarios only, not {self.scenario.kind}")
+            try:
+                require_rule_inputs(probe_task.settings, where)
+            except ValueError as exc:
+                raise TrainError(str(exc)) from None
+            seed = derive_seed(config.train.seed, _WARM_START_SEED_KEY)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.warm_start_accuracy = imitate_gap_acceptance(self.policy, self.scenario, seed)
         self.learner = MetaLearner(self.policy, config.meta, config.pg)
         self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.train.meta_lr)
         self.git_sha = git_sha()  # once per run: a subprocess per checkpoint would cost every iteration
@@ -668,6 +684,12 @@ def train(
                     f"{out_dir} already holds a run; use --resume {out_dir} to continue it or choose another --out"
                 )
             trainer = Trainer(config, scenario, sampler)
+            if progress and trainer.warm_start_accuracy is not None:
+                print(
+                    f"warm start: the policy imitates the gap-acceptance rule (its most likely action is the rule's "
+                    f"in {trainer.warm_start_accuracy:.1%} of the imitation states)",
+                    flush=True,
+                )
         check_memory(config, trainer)
         return _train_loop(trainer, out_dir, progress, tensorboard, on_iteration, stop_after, on_warning)
 

@@ -29,7 +29,7 @@ from intersection_meta.bench.report import make_report
 from intersection_meta.bench.runner import BenchError, LocalExecutor, RunSpec, run_all, run_dir_name
 from intersection_meta.cli.errors import run_reporting_errors
 from intersection_meta.cli.options import add_ray_argument, add_set_argument, bounded_int
-from intersection_meta.config import make_config, split_overrides
+from intersection_meta.config import make_config, scenario_defaults, split_overrides
 from intersection_meta.registry import ALGORITHMS
 from intersection_meta.schema import LoadError, read_yaml_file
 
@@ -102,7 +102,11 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         if key in run_sets:
             raise BenchError(f"--set {key}=...: use the --algos/--seeds/--iterations/--suite options instead")
     scenario = load_scenario(args.suite, scenario_sets)
-    base = make_config({**run_sets, "train.scenario": args.suite, "train.iterations": args.iterations}, source="--set")
+    base = make_config(
+        {**run_sets, "train.scenario": args.suite, "train.iterations": args.iterations},
+        source="--set",
+        base=scenario_defaults(scenario),
+    )
     target = args.target_return if args.target_return is not None else scenario.target_return
     out = Path(args.out) if args.out else Path("runs") / "bench" / scenario.name
     report_dir = Path(args.report_dir) if args.report_dir else out

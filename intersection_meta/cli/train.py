@@ -24,7 +24,14 @@ from intersection_meta.cli.options import (
     integer,
     set_torch_threads,
 )
-from intersection_meta.config import RunConfig, config_help, load_config_file, make_config, split_overrides
+from intersection_meta.config import (
+    RunConfig,
+    config_help,
+    load_config_file,
+    make_config,
+    scenario_defaults,
+    split_overrides,
+)
 from intersection_meta.registry import ALGORITHMS, BACKENDS
 
 if TYPE_CHECKING:
@@ -107,7 +114,8 @@ def _ray_sampler(address: str | None, workers: int | None) -> Any:
 
 
 def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> tuple[RunConfig, list[tuple[str, Any]]]:
-    """The run config (``base`` (default: the defaults) < ``--config`` file < shortcut flags < ``--set``) and the
+    """The run config (``base`` (default: the defaults; the train command passes the scenario's
+    :func:`~intersection_meta.config.scenario_defaults`) < ``--config`` file < shortcut flags < ``--set``) and the
     scenario overrides."""
     config = base or RunConfig()
     if args.config:
@@ -193,6 +201,8 @@ def _train(args: argparse.Namespace, state: dict[str, Any]) -> int:
     else:
         config, scenario_sets = resolve_config(args)
         scenario = load_scenario(config.train.scenario, scenario_sets)
+        if scenario.run_defaults:  # the scenario's run_defaults sit under --config, the flags and --set
+            config, _ = resolve_config(args, base=scenario_defaults(scenario))
         out_dir = Path(args.out) if args.out else default_out_dir(config, scenario.name)
     state["out_dir"] = out_dir
     t = config.train
