@@ -10,9 +10,10 @@ cars, README "Scenarios") and decides at every decision between SLOWER and FASTE
   speed (a stopped other car, ``conflict_time`` at its cap, counts as not coming);
 * otherwise brake (and, once stopped, wait).
 
-Its two constants are the same for every scenario. They were chosen once, on 200 tasks of each of the eleven
-scenarios of ``docs/results/scenario_matrix/`` sampled with seed 99 (not the evaluation's tasks), as the pair of
-a 5 x 5 grid (clear 10-30 m, margin 0-2 s) with no collision on any of them and the best mean return.
+Its two constants are the same for every scenario. They were chosen once (``python
+benchmarks/gap_acceptance_grid.py``), on 200 tasks of each of the eleven scenarios of
+``docs/results/scenario_matrix/`` sampled with seed 99 (not the evaluation's tasks), as the pair of a 5 x 5 grid
+(clear 10-30 m, margin 0-2 s) with no collision on any of them and the best mean return.
 
 Why it exists (docs/results/learning/README.md): this rule beats the best fixed open-loop plan on 9 of those 11
 scenarios with no collision, while policy gradient from a random initial policy (ours, and Stable-Baselines3's
@@ -66,9 +67,12 @@ def require_rule_inputs(settings: Any, where: str) -> None:
         )
 
 
-def gap_acceptance_actions(obs: np.ndarray, settings: Any) -> np.ndarray:
+def gap_acceptance_actions(
+    obs: np.ndarray, settings: Any, *, clear_distance_m: float = CLEAR_DISTANCE_M, margin_s: float = MARGIN_S
+) -> np.ndarray:
     """The rule's action (SLOWER or FASTER) for each row of ``obs`` (``[N, 2 * n_features]``, the env's
-    observation under ``settings``: ego features, then the other car's)."""
+    observation under ``settings``: ego features, then the other car's); the two constants default to the
+    module's (``benchmarks/gap_acceptance_grid.py`` chose them)."""
     require_rule_inputs(settings, "gap_acceptance_actions")
     features = list(settings.observation_features)
     n = len(features)
@@ -80,18 +84,19 @@ def gap_acceptance_actions(obs: np.ndarray, settings: Any) -> np.ndarray:
     other_capped = other_time_s >= CONFLICT_TIME_CAP_S
     no_conflict = other_capped & (other_distance_m >= CONFLICT_DISTANCE_SCALE_M)
     gone = other_distance_m <= -CONFLICT_DISTANCE_SCALE_M
-    other_through = other_distance_m < -CLEAR_DISTANCE_M
+    other_through = other_distance_m < -clear_distance_m
     ego_committed = ego_distance_m <= 0.0
     top_speed_mps = float(max(settings.target_speeds_mps))
-    ego_through_s = (np.maximum(ego_distance_m, 0.0) + CLEAR_DISTANCE_M) / top_speed_mps
+    ego_through_s = (np.maximum(ego_distance_m, 0.0) + clear_distance_m) / top_speed_mps
     other_arrives_s = np.where(other_capped, np.inf, other_time_s)
-    go_first = (other_distance_m > 0.0) & (ego_through_s + MARGIN_S < other_arrives_s)
+    go_first = (other_distance_m > 0.0) & (ego_through_s + margin_s < other_arrives_s)
     go = no_conflict | gone | other_through | ego_committed | go_first
     return np.where(go, FASTER, SLOWER).astype(np.int64)
 
 
-def run_gap_acceptance(tasks: Sequence[Any], seed: int = 0) -> PlanResult:
-    """One episode per task under the rule, on the fast backend (deterministic, so one episode is exact)."""
+def run_gap_acceptance(tasks: Sequence[Any], seed: int = 0, **rule: float) -> PlanResult:
+    """One episode per task under the rule (``rule``: :func:`gap_acceptance_actions`'s keyword constants), on the
+    fast backend (deterministic, so one episode is exact)."""
     from intersection_meta.envs.factory import make_vector_env
 
     tasks = list(tasks)
@@ -105,7 +110,7 @@ def run_gap_acceptance(tasks: Sequence[Any], seed: int = 0) -> PlanResult:
         returns, crashed, arrived = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
         done = np.zeros(n, bool)
         for _ in range(horizon):
-            obs, reward, terminated, truncated, info = env.step(gap_acceptance_actions(obs, settings))
+            obs, reward, terminated, truncated, info = env.step(gap_acceptance_actions(obs, settings, **rule))
             returns += np.where(done, 0.0, reward)
             crashed |= ~done & info["crashed"]
             arrived |= ~done & info["arrived"]

@@ -1047,6 +1047,13 @@ def _deep_merge(base: Mapping[str, Any], child: Mapping[str, Any], schema: Mappi
                 origins.setdefault(_join(path, str(base_key)), inherited or child_source)
             origins[path] = child_source
             out[k] = _deep_merge(base[k], v, sub, path, origins, child_source)
+        elif getattr(sub, "type", None) == "run_defaults" and isinstance(v, dict) and isinstance(base.get(k), dict):
+            # run-config sections merge key by key too: a child changes one key without repeating the others
+            out[k] = {sec: dict(vals) if isinstance(vals, dict) else vals for sec, vals in base[k].items()}
+            for sec, vals in v.items():
+                both = isinstance(vals, dict) and isinstance(out[k].get(sec), dict)
+                out[k][sec] = {**out[k][sec], **vals} if both else vals
+            _set_origin(origins, path, child_source)
         else:
             out[k] = v
             _set_origin(origins, path, child_source)
