@@ -132,7 +132,9 @@ IMITATION_LR = 1e-3
 
 def imitation_data(scenario: Any, seed: int, n_tasks: int = IMITATION_TASKS) -> tuple[torch.Tensor, torch.Tensor]:
     """``(obs [N, obs_dim], rule actions [N])`` from one rollout per task (``n_tasks`` tasks sampled with ``seed``)
-    that follows the rule but takes a uniformly random action with probability :data:`IMITATION_EXPLORE`."""
+    that follows the rule but takes a uniformly random action with probability :data:`IMITATION_EXPLORE`. The
+    rollouts run on the fast backend whatever the run's ``env.backend``: the two backends' observations agree
+    (``benchmarks/fidelity.py``), so the data serves a run on either."""
     from intersection_meta.envs.factory import make_vector_env
 
     tasks = scenario.sample_tasks(n_tasks, seed=seed)

@@ -108,3 +108,28 @@ def test_evaluation_reports_the_rule():
     assert section["gap_acceptance"] == pytest.approx(run_gap_acceptance(tasks).return_mean)
     report = {"scripted": section, "steps": [{"adapt_step": 1, "return_mean": 0.0}]}
     assert any("gap-acceptance rule" in line for line in format_scripted(report))
+
+
+def test_a_warm_started_run_resumes_to_the_same_metrics(tmp_path):
+    """The warm start runs again when a run is resumed (like the input statistics) and the checkpoint then
+    replaces its weights: a run cut after 1 of 2 iterations and resumed logs what an uninterrupted one does."""
+    from intersection_meta.trainer import read_metrics, train
+    from tests.test_runlog import comparable
+
+    config = make_config(
+        {
+            "train.scenario": "cross_straight",
+            "policy.warm_start": "gap_acceptance",
+            "pg.normalize_advantages": False,
+            "train.iterations": 2,
+            "train.meta_batch_size": 2,
+            "train.episodes_per_task": 2,
+            "train.directed_episodes": 2,
+            "train.eval_tasks": 0,
+        }
+    )
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(config, full, progress=False, tensorboard=False)
+    train(config, cut, progress=False, tensorboard=False, stop_after=1)
+    train(config, cut, resume=True, progress=False, tensorboard=False)
+    assert comparable(read_metrics(cut / "metrics.csv")) == comparable(read_metrics(full / "metrics.csv"))
