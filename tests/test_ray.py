@@ -16,7 +16,7 @@ import pytest
 
 from intersection_meta.cli import bench
 from intersection_meta.cli import train as train_cli
-from intersection_meta.config import make_config
+from intersection_meta.config import make_config, scenario_defaults
 from intersection_meta.distributed import RayError, RaySampler
 from intersection_meta.scenario import load_scenario
 from intersection_meta.trainer import TIMING_COLUMNS, read_metrics, train
@@ -79,7 +79,9 @@ def _same_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> bool:
 def in_process_metrics(tmp_path_factory) -> list[dict[str, float]]:
     out = tmp_path_factory.mktemp("local") / "run"
     scenario = load_scenario("yield_left", HIGHWAY_SCENARIO_SETS)
-    train(make_config(HIGHWAY), out, progress=False, tensorboard=False, scenario=scenario)
+    # The train command's config: the scenario's run_defaults under the test's keys.
+    config = make_config(HIGHWAY, base=scenario_defaults(scenario))
+    train(config, out, progress=False, tensorboard=False, scenario=scenario)
     return read_metrics(out / "metrics.csv")
 
 
@@ -125,7 +127,7 @@ def test_a_killed_actor_is_replaced_and_the_run_matches(tmp_path: Path, ray_inst
     try:
         scenario = load_scenario("yield_left", HIGHWAY_SCENARIO_SETS)
         result = train(
-            make_config(HIGHWAY),
+            make_config(HIGHWAY, base=scenario_defaults(scenario)),
             tmp_path / "run",
             progress=False,
             tensorboard=False,
