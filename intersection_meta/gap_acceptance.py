@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from intersection_meta.criticality import CONFLICT_DISTANCE_SCALE_M, CONFLICT_TIME_CAP_S
-from intersection_meta.scripted import FASTER, SLOWER, PlanResult
+from intersection_meta.scripted import FASTER, SLOWER, PlanResult, run_controller
 
 __all__ = [
     "CLEAR_DISTANCE_M",
@@ -97,29 +97,11 @@ def gap_acceptance_actions(
 def run_gap_acceptance(tasks: Sequence[Any], seed: int = 0, **rule: float) -> PlanResult:
     """One episode per task under the rule (``rule``: :func:`gap_acceptance_actions`'s keyword constants), on the
     fast backend (deterministic, so one episode is exact)."""
-    from intersection_meta.envs.factory import make_vector_env
-
     tasks = list(tasks)
     settings = tasks[0].settings
     require_rule_inputs(settings, "run_gap_acceptance")
     horizon = int(max(t.settings.duration_s * t.settings.policy_frequency_hz for t in tasks))
-    env = make_vector_env(tasks, seed=seed, backend="fast")
-    try:
-        obs, _ = env.reset(seed=seed)
-        n = len(tasks)
-        returns, crashed, arrived = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
-        done = np.zeros(n, bool)
-        for _ in range(horizon):
-            obs, reward, terminated, truncated, info = env.step(gap_acceptance_actions(obs, settings, **rule))
-            returns += np.where(done, 0.0, reward)
-            crashed |= ~done & info["crashed"]
-            arrived |= ~done & info["arrived"]
-            done |= terminated | truncated
-            if done.all():
-                break
-    finally:
-        env.close()
-    return PlanResult(RULE_NAME, returns, crashed, arrived)
+    return run_controller(tasks, lambda obs, _: gap_acceptance_actions(obs, settings, **rule), horizon, RULE_NAME, seed)
 
 
 #: Warm-start data: tasks (one rollout each), share of random actions in those rollouts (so the data covers states

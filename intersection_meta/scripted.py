@@ -102,18 +102,25 @@ def open_loop_plans(horizon: int) -> dict[str, list[int]]:
 def run_plan(tasks: Sequence[Any], plan: Sequence[int], name: str = "plan", seed: int = 0) -> PlanResult:
     """One episode per task under an open-loop action plan, on the fast backend.
 
-    The intersection tasks are deterministic given the actions, so one episode per task is exact.
+    The intersection tasks are deterministic given the actions, so one episode is exact.
     """
+    return run_controller(tasks, lambda obs, step: np.full(len(obs), plan[step]), len(plan), name, seed)
+
+
+def run_controller(tasks: Sequence[Any], act: Any, horizon: int, name: str, seed: int = 0) -> PlanResult:
+    """One episode per task on the fast backend, for at most ``horizon`` decisions, with the actions
+    ``act(obs, step)`` (``[N]`` for the ``[N, obs_dim]`` observations at decision ``step``): an open-loop plan
+    ignores ``obs``, a closed-loop rule reads it."""
     from intersection_meta.envs.factory import make_vector_env
 
     env = make_vector_env(list(tasks), seed=seed, backend="fast")
     try:
-        env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         n = len(tasks)
         returns, crashed, arrived = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
         done = np.zeros(n, bool)
-        for action in plan:
-            _, reward, terminated, truncated, info = env.step(np.full(n, action))
+        for step in range(horizon):
+            obs, reward, terminated, truncated, info = env.step(act(obs, step))
             returns += np.where(done, 0.0, reward)
             crashed |= ~done & info["crashed"]
             arrived |= ~done & info["arrived"]
