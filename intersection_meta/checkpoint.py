@@ -33,7 +33,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from intersection_meta.config import RunConfig, make_config, stored_config
+from intersection_meta.config import RunConfig, stored_config
 from intersection_meta.resources import resolve_checkpoint
 from intersection_meta.scenario import Scenario
 from intersection_meta.schema import abbreviate, shorten

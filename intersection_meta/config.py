@@ -26,6 +26,8 @@ from intersection_meta.registry import (
     ALGORITHMS,
     BACKENDS,
     DIRECTED_MODES,
+    INNER_ADVANTAGES,
+    INNER_ESTIMATORS,
     INPUT_NORMS,
     META_LR_SCHEDULES,
     OUTER_OPTIMIZERS,
@@ -101,6 +103,18 @@ class MetaConfig(_Section):
         "float", 0.05, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0
     )
     inner_steps: int = _key("int", 1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
+    inner_estimator: str = _key(
+        "enum",
+        "reinforce",
+        "inner-loss surrogate: " + "; ".join(f"{k} = {v}" for k, v in INNER_ESTIMATORS.items()),
+        allowed=tuple(INNER_ESTIMATORS),
+    )
+    inner_advantages: str = _key(
+        "enum",
+        "pg",
+        "inner-loss advantages: " + "; ".join(f"{k} = {v}" for k, v in INNER_ADVANTAGES.items()),
+        allowed=tuple(INNER_ADVANTAGES),
+    )
     directed_lr: float = _key("float", 0.05, "step size beta_0 of the Directed-* step on the medium task", low=0.0)
     directed_lr_decay: float = _key(
         "float",

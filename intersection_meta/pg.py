@@ -1,8 +1,14 @@
 """Policy-gradient estimators: discounted returns, GAE, a linear feature baseline and surrogate losses.
 
 All functions are pure and work on padded ``[T, B]`` tensors with a ``mask`` (1 for valid steps), as
-produced by :func:`intersection_meta.rollout.collect_episodes`. The outer (meta) objective is the plain
-policy-gradient surrogate on post-adaptation episodes; the MAML paper's TRPO outer step is not implemented.
+produced by :func:`intersection_meta.rollout.collect_episodes`. Two surrogates share one gradient and differ in
+their Hessian (which MAML's second-order meta-gradient differentiates through the inner step):
+
+- :func:`reinforce_loss`, ``-mean(log pi * A)``, the MAML-RL paper's inner and outer loss;
+- :func:`lvc_loss`, ``-mean(pi / stop_grad(pi) * A)``, ProMP's low-variance curvature estimator (Rothfuss et al.
+  2019), whose Hessian also carries the score term ``grad log pi grad log pi^T * A`` of the sampling distribution.
+
+The outer step itself (Adam or the MAML-RL paper's TRPO step) lives in :mod:`intersection_meta.meta`.
 """
 
 from __future__ import annotations
@@ -192,6 +198,22 @@ def reinforce_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tenso
     return -masked_mean(log_probs * advantages.detach(), mask)
 
 
+def lvc_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """ProMP's low-variance curvature surrogate ``L = -sum(m_t * exp(log pi - stop_grad(log pi)) * A_t) / sum(m_t)``.
+
+    Its value is ``-mean(A)`` and its gradient equals :func:`reinforce_loss`'s, but its Hessian is
+    ``-mean(A * (hess log pi + grad log pi grad log pi^T))``: per step, the exact curvature of the expected
+    advantage-weighted likelihood ratio. Used as MAML's inner loss it lets the meta-gradient credit how the
+    pre-adaptation policy samples (Rothfuss et al. 2019, "ProMP", eq. 11).
+    """
+    ratio = torch.exp(log_probs - log_probs.detach())
+    return -masked_mean(ratio * advantages.detach(), mask)
+
+
+#: Policy-gradient surrogates by name (``policy_loss(..., surrogate=)``; the run config's ``meta.inner_estimator``).
+SURROGATES = {"reinforce": reinforce_loss, "lvc": lvc_loss}
+
+
 def compute_advantages(episodes: Episodes, pg: PGConfig) -> Tensor:
     """Advantages of one task's episodes: fit the linear baseline on them, GAE, optional normalisation.
 
@@ -214,8 +236,14 @@ def compute_advantages(episodes: Episodes, pg: PGConfig) -> Tensor:
         return normalize_advantages(adv, episodes.mask) if pg.normalize_advantages else adv
 
 
-def policy_loss(policy: Any, params: Mapping[str, Tensor] | None, episodes: Episodes, pg: PGConfig) -> Tensor:
-    """REINFORCE-with-baseline surrogate of one task: :func:`reinforce_loss` with :func:`compute_advantages`,
+def policy_loss(
+    policy: Any,
+    params: Mapping[str, Tensor] | None,
+    episodes: Episodes,
+    pg: PGConfig,
+    surrogate: str = "reinforce",
+) -> Tensor:
+    """Policy-gradient surrogate of one task (:func:`reinforce_loss` by default) with :func:`compute_advantages`,
     minus ``pg.entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it).
 
     Differentiable w.r.t. ``params`` (the policy's log-probabilities), including through adapted parameters.
@@ -225,10 +253,16 @@ def policy_loss(policy: Any, params: Mapping[str, Tensor] | None, episodes: Epis
         params: Parameters to evaluate (None: the policy's own).
         episodes: One task's episodes.
         pg: The run config's ``pg`` section, unchanged.
+        surrogate: A key of :data:`SURROGATES` (``"reinforce"`` or ``"lvc"``).
+
+    Raises:
+        ValueError: for an unknown ``surrogate``.
     """
+    if surrogate not in SURROGATES:
+        raise ValueError(f"unknown surrogate {surrogate!r}; allowed: {', '.join(SURROGATES)}")
     adv = compute_advantages(episodes, pg)
     dist = policy.distribution(episodes.obs, params)
-    loss = reinforce_loss(dist.log_prob(episodes.actions), adv, episodes.mask)  # [T, B] log-probs
+    loss = SURROGATES[surrogate](dist.log_prob(episodes.actions), adv, episodes.mask)  # [T, B] log-probs
     if pg.entropy_coef:
         loss = loss - pg.entropy_coef * masked_mean(dist.entropy(), episodes.mask)
     return loss

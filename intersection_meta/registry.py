@@ -115,6 +115,22 @@ OUTER_OPTIMIZERS: dict[str, str] = {
     "conjugate gradient through the inner loop, backtracking line search)",
 }
 
+#: Inner-loss surrogates by name (the run config's ``meta.inner_estimator``; functions in
+#: :data:`intersection_meta.pg.SURROGATES`).
+INNER_ESTIMATORS: dict[str, str] = {
+    "reinforce": "-mean(log pi * A), the MAML-RL paper's inner loss",
+    "lvc": "ProMP's low-variance curvature surrogate -mean(pi / stop_grad(pi) * A): same gradient, but the "
+    "second-order meta-gradient also credits how the pre-adaptation policy samples (MAML and Meta-SGD only; "
+    "first-order learners ignore the inner loss's curvature)",
+}
+
+#: Inner-loss advantage scaling by name (the run config's ``meta.inner_advantages``).
+INNER_ADVANTAGES: dict[str, str] = {
+    "pg": "as pg.normalize_advantages says (the same advantages as the outer loss)",
+    "normalized": "normalised per task (mean 0, std 1) in the inner loss, whatever pg.normalize_advantages says",
+    "raw": "unnormalised in the inner loss, whatever pg.normalize_advantages says",
+}
+
 #: Meta-lr schedules by name (the run config's ``train.meta_lr_schedule``).
 META_LR_SCHEDULES: dict[str, str] = {
     "constant": "meta_lr at every iteration",

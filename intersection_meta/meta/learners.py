@@ -41,13 +41,16 @@ The algorithm name selects an :class:`~intersection_meta.registry.AlgorithmSpec`
 step sizes or not, directed or not) and the directed mode a :class:`~intersection_meta.registry.DirectedModeSpec`;
 both tables live in :mod:`intersection_meta.registry`.
 
-Known simplification, shared with the MAML-RL paper and pytorch-maml-rl: the gradient of the outer loss
-ignores the dependence of the inner-loop sampling distribution on ``theta`` (see ProMP, Rothfuss et al. 2019).
+Known simplification, shared with the MAML-RL paper and pytorch-maml-rl: with the default inner estimator the
+gradient of the outer loss ignores the dependence of the inner-loop sampling distribution on ``theta``.
+``meta.inner_estimator="lvc"`` uses ProMP's low-variance curvature surrogate as the inner loss (Rothfuss et al.
+2019), whose Hessian carries that dependence into the second-order meta-gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -93,6 +96,17 @@ def sgd_step(
     return new
 
 
+def inner_pg(pg: PGConfig, meta: MetaConfig) -> PGConfig:
+    """The ``pg`` section the inner (adaptation) loss uses: ``pg`` with ``meta.inner_advantages`` applied.
+
+    >>> inner_pg(PGConfig(normalize_advantages=False), MetaConfig(inner_advantages="normalized")).normalize_advantages
+    True
+    """
+    if meta.inner_advantages == "pg":
+        return pg
+    return replace(pg, normalize_advantages=meta.inner_advantages == "normalized")
+
+
 def _detached(params: Mapping[str, Tensor]) -> Params:
     return {k: v.detach() for k, v in params.items()}
 
@@ -110,7 +124,12 @@ class MetaLearner:
         meta: The run config's ``meta`` section (``algo`` selects the update rule).
         pg: The run config's ``pg`` section, handed to the default loss unchanged.
         loss_fn: ``loss_fn(params, episodes) -> scalar`` used for inner, outer and directed losses. Default:
-            the policy-gradient surrogate :func:`intersection_meta.pg.policy_loss` with ``pg``.
+            the policy-gradient surrogate :func:`intersection_meta.pg.policy_loss` with ``pg``; the inner loss
+            (:attr:`inner_loss_fn`) then applies ``meta.inner_estimator`` and ``meta.inner_advantages``.
+
+    Raises:
+        ValueError: if a custom ``loss_fn`` is given with a non-default ``meta.inner_estimator`` or
+            ``meta.inner_advantages`` (they configure the default loss only).
 
     Attributes:
         spec: The algorithm's flags (``first_order``, ``learn_inner_lr``, ``directed``).
@@ -127,6 +146,15 @@ class MetaLearner:
         self.directed: DirectedModeSpec | None = DIRECTED_MODES[meta.directed_mode] if self.spec.directed else None
         self.pg = pg or PGConfig()
         self.loss_fn: LossFn = loss_fn or partial(policy_loss, policy, pg=self.pg)  # (params, episodes)
+        if loss_fn is not None and (meta.inner_estimator != "reinforce" or meta.inner_advantages != "pg"):
+            raise ValueError(
+                "meta.inner_estimator and meta.inner_advantages configure the default policy-gradient loss; "
+                "with a custom loss_fn leave them at 'reinforce' and 'pg'"
+            )
+        #: The adaptation loss (:meth:`adapt`): ``loss_fn`` unless the inner estimator or advantages differ.
+        self.inner_loss_fn: LossFn = loss_fn or partial(
+            policy_loss, policy, pg=inner_pg(self.pg, meta), surrogate=meta.inner_estimator
+        )
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if self.spec.learn_inner_lr:
             self.step_sizes = {
@@ -181,13 +209,13 @@ class MetaLearner:
             current = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             for _ in range(steps):
                 with torch.enable_grad():
-                    current = sgd_step(current, self.loss_fn(current, inner_episodes), alpha, create_graph=False)
+                    current = sgd_step(current, self.inner_loss_fn(current, inner_episodes), alpha, create_graph=False)
                 current = {k: v.detach().requires_grad_(True) for k, v in current.items()}
             return _detached(current)
         current = dict(params)
         with torch.enable_grad():
             for _ in range(steps):
-                loss = self.loss_fn(current, inner_episodes)
+                loss = self.inner_loss_fn(current, inner_episodes)
                 current = sgd_step(current, loss, alpha, create_graph=not self.spec.first_order)
         return current
 
