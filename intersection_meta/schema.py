@@ -131,7 +131,7 @@ def parse_yaml(text: str) -> Any:
     if len(text) > MAX_YAML_BYTES:
         raise YAMLLimitError(f"longer than {MAX_YAML_BYTES} characters")
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except (ValueError, RecursionError, OverflowError) as exc:  # e.g. int() of a 5000-digit number
         raise YAMLLimitError(f"a value cannot be read ({type(exc).__name__}: {abbreviate(str(exc))})") from None
 

@@ -23,7 +23,7 @@ def register_envs() -> None:
 
 register_envs()
 
-from intersection_meta.envs.factory import (
+from intersection_meta.envs.factory import (  # noqa: E402
     make_env,
     make_vector_env,
     observation_and_action_spaces,
