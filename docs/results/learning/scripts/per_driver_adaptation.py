@@ -32,7 +32,12 @@ seed = derive_seed(ck.config.train.seed, HELD_OUT_SEED_KEY)
 tasks = ck.scenario.sample_tasks(args.tasks, seed=seed)
 drivers = np.array([t.other_driver for t in tasks])
 result = adapt_and_rollout(
-    ck.learner, tasks, adapt_steps=args.adapt_steps, episodes_per_task=args.episodes, seed=seed, backend="fast"
+    ck.learner,
+    tasks,
+    adapt_steps=args.adapt_steps,
+    episodes_per_task=args.episodes,
+    seed=derive_seed(ck.config.train.seed, HELD_OUT_SEED_KEY, 1),  # as evaluate_checkpoint
+    backend="fast",
 )
 print(f"{args.checkpoint}: {ck.config.meta.algo}, {args.tasks} held-out tasks x {args.episodes} episodes")
 for step, per_task in enumerate(result.episodes):
