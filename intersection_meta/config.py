@@ -102,7 +102,13 @@ class MetaConfig(_Section):
     inner_lr: float = _key(
         "float", 0.05, "inner (adaptation) step size; Meta-SGD's initial per-parameter step size", low=0.0
     )
-    inner_steps: int = _key("int", 1, "policy-gradient adaptation steps per task (fresh episodes for each)", low=1)
+    inner_steps: int = _key(
+        "int",
+        1,
+        "policy-gradient adaptation steps per task (training reuses the pre-adaptation episodes for every step, as "
+        "MetaLearner.adapt; evaluation samples fresh episodes before each step)",
+        low=1,
+    )
     inner_estimator: str = _key(
         "enum",
         "reinforce",
