@@ -5,6 +5,7 @@ evaluates, against the scripted references.
     python benchmarks/scenario_matrix.py                         # all, 3 seeds, 2 jobs (~1 h on 2 cores)
     python benchmarks/scenario_matrix.py --scenarios cross_straight --seeds 1 --jobs 1
     python benchmarks/scenario_matrix.py --report-only           # re-read the runs, rewrite the report
+    python benchmarks/scenario_matrix.py --plot-only             # redraw matrix.png from the report's results.csv
 
 Scenarios: every shipped intersection scenario plus the scenarios under ``benchmarks/unseen_scenarios/`` (written
 with the shared defaults and never tuned on). Run directories go under ``--out`` (default ``runs/matrix``, one
@@ -31,6 +32,7 @@ from intersection_meta.bench.matrix import (
     collect,
     markdown_table,
     plot_matrix,
+    read_results_csv,
     summary_counts,
     write_results_csv,
 )
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config or scenario key for every run (default: none, the defaults are the point)")
     p.add_argument("--report-only", action="store_true", help="do not train; report on the runs present")
+    p.add_argument("--plot-only", action="store_true",
+                   help="do not train or read runs; redraw REPORT_DIR/matrix.png from REPORT_DIR/results.csv")
     args = p.parse_args(argv)
 
     scenario_args = args.scenarios.split(",") if args.scenarios else default_scenarios()
@@ -77,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     bases = {sc.name: make_config(run_sets, source="--set", base=scenario_defaults(sc)) for sc in loaded.values()}
     seeds = list(range(args.seeds))
     out, report_dir = Path(args.out), Path(args.report_dir)
+
+    if args.plot_only:
+        results = [r for r in read_results_csv(report_dir / "results.csv") if r.scenario in scenarios]
+        print(f"plot: {plot_matrix(report_dir / 'matrix.png', cells(results, list(scenarios), algos), algos)}",
+              file=sys.stderr)
+        return 0
 
     t0 = time.perf_counter()
     if not args.report_only:

@@ -15,7 +15,10 @@ from intersection_meta.bench.matrix import (
     RunResult,
     gap_closed,
     meets_bar,
+    plot_limits,
+    read_results_csv,
     summarise_cell,
+    write_results_csv,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +80,43 @@ def test_tiny_matrix_run_writes_the_report_from_the_runs_evaluations(tmp_path: P
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0 and again.stderr.count(": skipped (") == 2
     assert list(csv.DictReader((report / "results.csv").open())) == rows
+
+
+def test_results_csv_round_trip_and_a_bad_row_names_file_and_line(tmp_path: Path):
+    runs = [_result(0, 7.5, 8.25), _result(1, 7.0, 8.5, collision_after=0.01, greedy=8.75)]
+    runs.append(RunResult(**{**runs[1].__dict__, "seed": 2, "rule": 8.5}))
+    path = tmp_path / "results.csv"
+    write_results_csv(path, runs)
+    back = read_results_csv(path)
+
+    def same(x, y):  # NaN (no rule in the evaluation) reads back as NaN
+        return x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+
+    assert len(back) == 3 and all(
+        type(getattr(a, k)) is type(getattr(b, k)) and same(getattr(a, k), getattr(b, k))
+        for a, b in zip(back, runs, strict=True) for k in RunResult.__dataclass_fields__
+    )
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join([rows[0], rows[1].replace(",7.5,", ",seven,", 1)]) + "\n")
+    with pytest.raises(ValueError, match=r"results\.csv: line 2: ValueError"):
+        read_results_csv(path)
+
+
+def test_plot_limits_fit_the_values_with_the_reference_lines():
+    assert plot_limits([0.2, 0.8], floor=-2.0) == (-0.1, 1.1)  # 0 and 1 always shown
+    assert plot_limits([0.2, 1.3, -0.4, math.nan], floor=-2.0) == (-0.5, 1.4)
+    assert plot_limits([-7.0, 0.5], floor=-2.0) == (-2.1, 1.1)  # below the floor: drawn at it, annotated
+
+
+def test_plot_only_redraws_the_figure_from_results_csv(tmp_path: Path):
+    report = tmp_path / "report"
+    write_results_csv(report / "results.csv", [
+        RunResult(**{**_result(seed, 7.5, 8.5).__dict__, "scenario": "cross_straight"}) for seed in (0, 1)
+    ])
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scenario_matrix.py"), "--plot-only", "--scenarios",
+         "cross_straight", "--report-dir", str(report)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (report / "matrix.png").stat().st_size > 10_000 and not (report / "README.md").exists()

@@ -225,11 +225,43 @@ def write_results_csv(path: Path, results: Sequence[RunResult]) -> None:
             w.writerow({**asdict(r), "gain": r.gain})
 
 
+def read_results_csv(path: Path) -> list[RunResult]:
+    """The runs :func:`write_results_csv` wrote (its ``gain`` column is derived, so it is dropped).
+
+    Raises:
+        ValueError: naming the file and the row when a column is missing or a value does not parse.
+    """
+    parse = {"str": str, "int": int, "float": float}
+    types = {name: parse[f.type] for name, f in RunResult.__dataclass_fields__.items()}  # annotations are strings
+    results = []
+    with path.open(newline="") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                results.append(RunResult(**{name: cast(row[name]) for name, cast in types.items()}))
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{path}: line {line}: {type(exc).__name__}: {exc}") from None
+    return results
+
+
+def plot_limits(values: Sequence[float], floor: float) -> tuple[float, float]:
+    """The y-range of :func:`plot_matrix`: the finite ``values`` (points and interval ends) and the reference lines
+    0 and 1, with a margin of 0.1, the bottom no lower than ``floor - 0.1``.
+
+    >>> plot_limits([0.2, 1.3, -0.4], floor=-2.0)
+    (-0.5, 1.4)
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    low = max(floor, min([0.0, *finite])) - 0.1
+    high = max([1.0, *finite]) + 0.1
+    return round(low, 6), round(high, 6)
+
+
 def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str], floor: float = -2.0) -> Path:
     """One figure on the scale that decides issue 9's bar: per scenario, each learner's return after one adaptation
     step as the share of the gap from the best fixed plan (0, the bar) to the per-task best plan (1) that it
     closes (:func:`gap_closed`; 0.5 is the stretch goal). Filled: sampled actions, seed mean and 95% CI over seeds;
-    hollow: greedy. Values below ``floor`` are drawn at the floor with their value written next to them."""
+    hollow: greedy. The y-range fits the values (:func:`plot_limits`); values below ``floor`` are drawn at the floor
+    with their value written next to them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,6 +271,7 @@ def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str], floor: 
     colors = {"multitask": "tab:gray", "maml": "tab:blue", "directed_maml": "tab:red"}
     fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(scenarios) + 2), 5.0), dpi=100)
     width = 0.8 / max(1, len(algos))
+    drawn: list[float] = []
 
     def shown(v: float) -> float:
         return max(v, floor)
@@ -251,6 +284,7 @@ def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str], floor: 
                 continue
             x = i - 0.4 + width * (j + 0.5)
             est, lo, hi = (gap_closed(v, c.best_fixed, c.per_task_best) for v in c.after)
+            drawn += [est, lo, hi, gap_closed(c.after_greedy.estimate, c.best_fixed, c.per_task_best)]
             err = None if math.isnan(lo) else [[shown(est) - shown(lo)], [shown(hi) - shown(est)]]
             ax.errorbar([x], [shown(est)], yerr=err, fmt="o", color=colors.get(algo), capsize=3,
                         label=f"{algo}, sampled" if i == 0 else None)
@@ -265,12 +299,12 @@ def plot_matrix(path: Path, table: Sequence[Cell], algos: Sequence[str], floor: 
     ax.axhline(1.0, color="tab:green", linestyle=":", linewidth=1, label="per-task best plan")
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
     ax.set_ylabel("share of the gap closed after 1 adaptation step\n(0 = best fixed plan, 1 = per-task best plan)")
-    ax.set_ylim(floor - 0.1, 1.1)
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.set_ylim(*plot_limits(drawn, floor))
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.45))  # below the labels, clear of data
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
