@@ -63,7 +63,9 @@ def test_flat_config_checkpoint_loads_and_reproduces_its_logits_and_adaptation()
 
 def test_shipped_policy_loads_with_sections():
     ckpt = load_checkpoint(REPO / "policies" / "yield_left_directed_maml.pt")
-    assert ckpt.config.meta.algo == "directed_maml" and ckpt.config.meta.inner_lr == 0.05
+    # yield_left's run_defaults (scenarios/_base_intersection.yaml), as the README's main command applies them
+    assert ckpt.config.meta.algo == "directed_maml" and ckpt.config.meta.inner_lr == 0.005
+    assert ckpt.config.policy.warm_start == "gap_acceptance" and ckpt.config.pg.normalize_advantages is False
     assert ckpt.learner.directed is DIRECTED_MODES[ckpt.config.meta.directed_mode]
 
 

@@ -90,3 +90,23 @@ def test_scenarios_list_fails_when_it_finds_nothing(tmp_path, monkeypatch, capsy
     assert scenarios.main(["list"]) == 2
     err = capsys.readouterr().err
     assert "no scenarios found" in err and str(tmp_path) in err and err.count("\n") == 1
+
+
+def test_shipped_policy_index_matches_a_fresh_evaluation():
+    """The numbers policies/index.yaml records for the shipped policy are what its evaluation command prints today
+    (the same held-out tasks and seeds, fast backend)."""
+    from intersection_meta.checkpoint import load_checkpoint
+    from intersection_meta.evaluate import evaluate_checkpoint
+
+    for name, entry in resources.policy_index().items():
+        recorded = entry["evaluation"]
+        ckpt = load_checkpoint(resources.policy_dir() / name)
+        report = evaluate_checkpoint(ckpt, n_tasks=40, episodes_per_task=20, adapt_steps=1, seed=entry["seed"],
+                                     backend=entry["backend"])
+        pre, post = report["steps"]
+        assert (round(pre["return_mean"], 2), round(post["return_mean"], 2)) == (
+            recorded["return"]["pre"], recorded["return"]["post_1"]), name
+        assert round(report["greedy"]["return_mean"], 2) == recorded["return"]["post_1_greedy"], name
+        assert (round(pre["collision_rate"], 3), round(post["collision_rate"], 3)) == (
+            recorded["collision_rate"]["pre"], recorded["collision_rate"]["post_1"]), name
+        assert entry["git_sha"] == load_raw(resources.policy_dir() / name)["git_sha"], name
