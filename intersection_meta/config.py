@@ -105,8 +105,8 @@ class MetaConfig(_Section):
     inner_steps: int = _key(
         "int",
         1,
-        "policy-gradient adaptation steps per task (training reuses the pre-adaptation episodes for every step, as "
-        "MetaLearner.adapt; evaluation samples fresh episodes before each step)",
+        "policy-gradient adaptation steps per task, each on fresh episodes sampled with the task's current "
+        "parameters (in training and in evaluation)",
         low=1,
     )
     inner_estimator: str = _key(

@@ -6,8 +6,9 @@ Per meta-iteration ``k`` (seeds derive from ``(run seed, k, phase)``, so results
    mode that adapts first, again with the adapted parameters) and move ``theta`` by a first-order step on them
    (``MetaLearner.directed_update``).
 2. *Sampling*: draw ``meta_batch_size`` tasks; collect ``episodes_per_task`` episodes of each with ``theta``.
-3. *Inner adaptation*: adapt ``theta`` to each task (``inner_steps`` steps on those episodes), then collect
-   post-adaptation episodes with each task's adapted parameters (one batched rollout).
+3. *Inner adaptation*: adapt ``theta`` to each task by ``inner_steps`` policy-gradient steps, each on fresh
+   episodes collected with the task's current parameters (the first batch is step 2's; as the evaluation adapts),
+   then collect post-adaptation episodes with each task's adapted parameters (one batched rollout per phase).
 4. *Outer step*: the meta-loss over all tasks (second order for MAML/Meta-SGD, first order for FOMAML);
    one Adam step on the meta-parameters (``train.meta_lr`` under ``train.meta_lr_schedule``), or with
    ``train.outer_optimizer: trpo`` one KL-bounded TRPO step (:mod:`intersection_meta.meta.trpo`).
@@ -63,6 +64,7 @@ from intersection_meta.health import (
 )
 from intersection_meta.meta.trpo import TRPOConfig, meta_trpo_step
 from intersection_meta.networks import build_policy
+from intersection_meta.registry import ALGORITHMS
 from intersection_meta.rollout import Episodes, split_by_task
 from intersection_meta.runlog import (
     JsonLinesLog,
@@ -401,8 +403,8 @@ class Trainer:
             pre_by_task = split_by_task(pre, len(tasks))
             entropy = mean_entropy(self.policy, pre)
             self.probe_obs = pre.obs[0]  # first observation of every episode: checked after the outer step
-            with clock("inner"):
-                adapted = self._second_batch_params(pre_by_task)
+            inner_by_task, adapted, extra = self._adapt_tasks(vec_env, pre_by_task, clock)
+            steps += sum(_env_steps(e) for e in extra)
             with clock("sampling"):
                 grouped = GroupedPolicy(self.policy, adapted, cfg.episodes_per_task)
                 post = vec_env.collect(grouped, seed=derive_seed(cfg.seed, k, _PHASE_POST))
@@ -412,7 +414,7 @@ class Trainer:
         steps += _env_steps(pre, post)
 
         with clock("outer"):
-            outer_info = self._outer_step(list(zip(pre_by_task, post_by_task, strict=True)))
+            outer_info = self._outer_step(list(zip(inner_by_task, post_by_task, strict=True)))
 
         self.iteration += 1
         self.env_steps += steps
@@ -441,13 +443,40 @@ class Trainer:
             "peak_rss_mb": peak_rss_mb(),
         }
 
-    def _second_batch_params(self, pre_by_task: list[Episodes]) -> list[dict[str, torch.Tensor]]:
-        """The parameters each task's second batch is collected with: ``adapt(theta, pre_i)`` (detached), or
-        ``theta`` itself for the multitask baseline (no inner loop in training)."""
-        theta = self.learner.params()
-        if self.learner.spec.multitask:
-            return [{n: v.detach() for n, v in theta.items()} for _ in pre_by_task]
-        return [self.learner.adapt(theta, eps, differentiable=False) for eps in pre_by_task]
+    def _adapt_tasks(
+        self, vec_env: SlotBatch, pre_by_task: list[Episodes], clock: _Clock
+    ) -> tuple[list[Any], list[dict[str, torch.Tensor]], list[Episodes]]:
+        """The inner loop of every task: ``(inner data per task, adapted parameters per task, extra batches)``.
+
+        One inner step adapts on the pre-adaptation episodes. With ``meta.inner_steps = K > 1``, step ``j`` adapts
+        on fresh episodes collected with the parameters after step ``j - 1`` (one batched rollout per step, seed
+        ``(run seed, k, PRE, j)``), and a task's inner data is the list of its ``K`` batches, which
+        :meth:`MetaLearner.adapt` replays in order. The multitask baseline has no inner loop in training: its
+        second batch is collected with ``theta`` itself.
+        """
+        learner, cfg = self.learner, self.config.train
+        theta = learner.params()
+        if learner.spec.multitask:
+            return pre_by_task, [{n: v.detach() for n, v in theta.items()} for _ in pre_by_task], []
+        inner_steps = self.config.meta.inner_steps
+        with clock("inner"):
+            current = [learner.adapt(theta, eps, steps=1, differentiable=False) for eps in pre_by_task]
+        if inner_steps == 1:
+            return pre_by_task, current, []
+        inner_by_task: list[Any] = [[eps] for eps in pre_by_task]
+        extra = []
+        for j in range(1, inner_steps):
+            with clock("sampling"):
+                grouped = GroupedPolicy(self.policy, current, cfg.episodes_per_task)
+                batch = vec_env.collect(grouped, seed=derive_seed(cfg.seed, self.iteration, _PHASE_PRE, j))
+            extra.append(batch)
+            by_task = split_by_task(batch, len(pre_by_task))
+            with clock("inner"):
+                current = [learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, by_task,
+                                                                                           strict=True)]
+            for data, eps in zip(inner_by_task, by_task, strict=True):
+                data.append(eps)
+        return inner_by_task, current, extra
 
     def _outer_step(self, batches: list[tuple[Episodes, Episodes]]) -> dict[str, float]:
         """One outer update of the meta-parameters on ``[(pre_i, post_i)]``: Adam (``meta_lr`` at this
@@ -586,11 +615,13 @@ def _max_episode_steps(task: Any) -> int:
 
 
 def iteration_memory_estimate_bytes(config: RunConfig, obs_dim: int, max_episode_steps: int) -> int:
-    """A lower bound of one meta-iteration's memory: the padded pre- and post-adaptation batches (observations,
-    actions, rewards, masks) and the policy's activations kept for the outer gradient, at 4 bytes a number."""
+    """A lower bound of one meta-iteration's memory: the padded batches (one per inner step, plus the
+    post-adaptation one; two for the multitask baseline) with their observations, actions, rewards and masks, and
+    the policy's activations kept for the outer gradient, at 4 bytes a number."""
     t = config.train
+    batches = 2 if ALGORITHMS[config.meta.algo].multitask else config.meta.inner_steps + 1
     per_step = 4 * (obs_dim + 6 + 2 * sum(config.policy.hidden_sizes))
-    return 2 * t.meta_batch_size * t.episodes_per_task * max_episode_steps * per_step
+    return batches * t.meta_batch_size * t.episodes_per_task * max_episode_steps * per_step
 
 
 def physical_memory_bytes() -> int | None:

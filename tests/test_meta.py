@@ -282,3 +282,24 @@ def test_maml_improves_cartpole_returns_in_a_few_iterations(one_torch_thread):
         loss.backward()
         opt.step()
     assert sum(post_returns[-2:]) / 2 > 2 * post_returns[0], post_returns
+
+
+def test_adapt_on_one_batch_per_step_equals_stepwise_adaptation():
+    """A list of K batches is replayed in order: the same as K single steps, each on its own batch (detached and
+    differentiable alike); a list of the wrong length is refused."""
+    torch.manual_seed(2)
+    policy = CategoricalMLP(4, 2, hidden=(16,))
+    learner = MetaLearner(policy, MetaConfig(algo="maml", inner_lr=0.3, inner_steps=2))
+    (a, _), (b, _) = _cartpole_batches(learner)
+    theta = learner.params()
+    stepwise = learner.adapt(learner.adapt(theta, a, steps=1, differentiable=False), b, steps=1,
+                             differentiable=False)
+    both = learner.adapt(theta, [a, b], differentiable=False)
+    reused = learner.adapt(theta, a, differentiable=False)
+    graph = learner.adapt(theta, [a, b], differentiable=True)
+    for k in stepwise:
+        torch.testing.assert_close(both[k], stepwise[k])
+        torch.testing.assert_close(graph[k].detach(), stepwise[k])
+    assert any(not torch.allclose(reused[k], both[k]) for k in both)
+    with pytest.raises(ValueError, match="3 inner batches for 2 inner steps"):
+        learner.adapt(theta, [a, b, a])

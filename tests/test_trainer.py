@@ -246,3 +246,41 @@ def test_replay_of_a_logged_task_by_id(tmp_path: Path):
     assert first["task_id"] in r.stdout and snap.exists()
     r = subprocess.run([*args, "--task-id", "deadbeef"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "deadbeef" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("algo", ["maml", "meta_sgd"])
+def test_inner_steps_adapt_on_fresh_episodes_per_step(algo: str):
+    """With meta.inner_steps = 2 the trainer samples a second inner batch with the once-adapted parameters, and
+    the parameters it collects the outer batch with are the learner's adaptation on both batches in order."""
+    from intersection_meta.rollout import split_by_task
+    from intersection_meta.trainer import Trainer, _Clock
+
+    trainer = Trainer(make_config({**TINY, "algo": algo, "inner_steps": 2}), tiny_scenario())
+    tasks = trainer.scenario.sample_tasks(2, seed=0)
+    vec_env = trainer._vector_env([t for t in tasks for _ in range(3)])
+    try:
+        pre = split_by_task(vec_env.collect(trainer.policy, seed=1), 2)
+        inner, adapted, extra = trainer._adapt_tasks(vec_env, pre, _Clock())
+    finally:
+        vec_env.close()
+    assert len(extra) == 1 and [len(data) for data in inner] == [2, 2]
+    for data, params, first in zip(inner, adapted, pre, strict=True):
+        assert data[0] is first and not torch.equal(data[1].obs, first.obs)  # fresh episodes
+        expected = trainer.learner.adapt(trainer.learner.params(), data, differentiable=False)
+        for k in expected:
+            torch.testing.assert_close(params[k], expected[k])
+    result_rows = []
+    for steps in (1, 2):
+        trainer = Trainer(make_config({**TINY, "algo": algo, "inner_steps": steps}), tiny_scenario())
+        result_rows.append(trainer.step())
+    assert all(math.isfinite(r["outer_loss"]) for r in result_rows)
+    assert result_rows[1]["env_steps"] > result_rows[0]["env_steps"]  # the extra batch is counted
+
+
+def test_memory_estimate_counts_one_batch_per_inner_step_plus_the_outer_one():
+    from intersection_meta.trainer import iteration_memory_estimate_bytes as estimate
+
+    one, three = (estimate(make_config({**TINY, "inner_steps": k}), 10, 20) for k in (1, 3))
+    per_number = 4 * (10 + 6 + 2 * 32) * 2 * 3 * 20  # obs + 6 columns + activations, x tasks x episodes x steps
+    assert (one, three) == (2 * per_number, 4 * per_number)
+    assert estimate(make_config({**TINY, "inner_steps": 3, "algo": "multitask"}), 10, 20) == one

@@ -107,6 +107,20 @@ def inner_pg(pg: PGConfig, meta: MetaConfig) -> PGConfig:
     return replace(pg, normalize_advantages=meta.inner_advantages == "normalized")
 
 
+def per_step_batches(inner_episodes: Any, steps: int) -> list[Any]:
+    """The batch of each of ``steps`` inner steps: ``inner_episodes`` itself for every step, or, for a ``list``, its
+    elements in order (one per step; ``Episodes`` is a tuple, never a list).
+
+    Raises:
+        ValueError: if a list's length differs from ``steps``.
+    """
+    if isinstance(inner_episodes, list):
+        if len(inner_episodes) != steps:
+            raise ValueError(f"{len(inner_episodes)} inner batches for {steps} inner steps; give one per step")
+        return inner_episodes
+    return [inner_episodes] * steps
+
+
 def _detached(params: Mapping[str, Tensor]) -> Params:
     return {k: v.detach() for k, v in params.items()}
 
@@ -186,13 +200,14 @@ class MetaLearner:
     ) -> Params:
         """``K`` inner steps ``theta^{k+1} = theta^k - alpha (.) grad L^in(theta^k)`` on ``inner_episodes``.
 
-        The same episodes (collected with the pre-adaptation parameters) are reused for every step.
-        The input tensors are never modified.
+        ``inner_episodes`` is either one batch, reused for every step, or a ``list`` of ``K`` batches, one per step
+        (batch ``k`` collected with ``theta^k``: the MAML-RL paper's multi-step adaptation, which the trainer uses
+        for ``meta.inner_steps > 1``). The input tensors are never modified.
 
         Args:
             params: Starting parameters (usually :meth:`params`).
-            inner_episodes: Data for ``loss_fn``.
-            steps: Number of steps (default ``meta.inner_steps``).
+            inner_episodes: Data for ``loss_fn``: one batch, or a ``list`` with one batch per step.
+            steps: Number of steps (default ``meta.inner_steps``; for a list, its length must match).
             differentiable: True: the result stays in the autograd graph of ``params`` (and of Meta-SGD's step
                 sizes); second-order unless the algorithm is first order. False: detached tensors, for sampling
                 outer episodes or evaluation.
@@ -203,19 +218,20 @@ class MetaLearner:
         steps = self.meta.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
+        batches = per_step_batches(inner_episodes, steps)
         alpha = self.inner_step_sizes()
         if not differentiable:
             alpha = _detached(alpha) if isinstance(alpha, Mapping) else alpha
             current = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-            for _ in range(steps):
+            for batch in batches:
                 with torch.enable_grad():
-                    current = sgd_step(current, self.inner_loss_fn(current, inner_episodes), alpha, create_graph=False)
+                    current = sgd_step(current, self.inner_loss_fn(current, batch), alpha, create_graph=False)
                 current = {k: v.detach().requires_grad_(True) for k, v in current.items()}
             return _detached(current)
         current = dict(params)
         with torch.enable_grad():
-            for _ in range(steps):
-                loss = self.inner_loss_fn(current, inner_episodes)
+            for batch in batches:
+                loss = self.inner_loss_fn(current, batch)
                 current = sgd_step(current, loss, alpha, create_graph=not self.spec.first_order)
         return current
 
@@ -246,7 +262,8 @@ class MetaLearner:
                 outer_losses.append(0.5 * (inner_loss + self.loss_fn(params, outer)))
                 continue
             with torch.no_grad():
-                inner_losses.append(self.loss_fn(params, inner).item())
+                first = inner[0] if isinstance(inner, list) else inner  # collected with params
+                inner_losses.append(self.loss_fn(params, first).item())
             adapted = self.adapt(params, inner, differentiable=True)
             outer_losses.append(self.loss_fn(adapted, outer))
         loss = torch.stack(outer_losses).mean()
