@@ -377,10 +377,13 @@ class Trainer:
                 with clock("sampling"):
                     seed_in = derive_seed(cfg.seed, k, _PHASE_DIRECTED_IN)
                     med_in = medium_env.collect(self.policy, seed=seed_in)
-                med_out = None
+                med_out, med_inner = None, med_in  # med_inner: one batch, or one per inner step
                 if learner.directed.adapt_first:
-                    with clock("directed"):
-                        adapted = learner.adapt(learner.params(), med_in, differentiable=False)
+                    inner, adapted_list, extra = self._adapt_tasks(
+                        medium_env, [med_in], clock, group_size=len(medium), phase=_PHASE_DIRECTED_IN, timer="directed"
+                    )
+                    (med_inner,), (adapted,) = inner, adapted_list
+                    steps += sum(_env_steps(e) for e in extra)
                     with clock("sampling"):
                         grouped = GroupedPolicy(self.policy, [adapted], len(medium))
                         seed_out = derive_seed(cfg.seed, k, _PHASE_DIRECTED_OUT)
@@ -390,7 +393,7 @@ class Trainer:
                 medium_env.close()
             steps += _env_steps(med_in)
             with clock("directed"):
-                directed_info = learner.directed_update(med_in, med_out, iteration=k)
+                directed_info = learner.directed_update(med_inner, med_out, iteration=k)
 
         tasks = self.scenario.sample_tasks(cfg.meta_batch_size, seed=derive_seed(cfg.seed, k, _PHASE_TASKS))
         self.last_tasks = tasks
@@ -444,22 +447,32 @@ class Trainer:
         }
 
     def _adapt_tasks(
-        self, vec_env: SlotBatch, pre_by_task: list[Episodes], clock: _Clock
+        self,
+        vec_env: SlotBatch,
+        pre_by_task: list[Episodes],
+        clock: _Clock,
+        *,
+        group_size: int | None = None,
+        phase: int = _PHASE_PRE,
+        timer: str = "inner",
     ) -> tuple[list[Any], list[dict[str, torch.Tensor]], list[Episodes]]:
         """The inner loop of every task: ``(inner data per task, adapted parameters per task, extra batches)``.
 
         One inner step adapts on the pre-adaptation episodes. With ``meta.inner_steps = K > 1``, step ``j`` adapts
         on fresh episodes collected with the parameters after step ``j - 1`` (one batched rollout per step, seed
-        ``(run seed, k, PRE, j)``), and a task's inner data is the list of its ``K`` batches, which
+        ``(run seed, k, phase, j)``), and a task's inner data is the list of its ``K`` batches, which
         :meth:`MetaLearner.adapt` replays in order. The multitask baseline has no inner loop in training: its
-        second batch is collected with ``theta`` itself.
+        second batch is collected with ``theta`` itself. ``group_size`` (episodes per task; default
+        ``train.episodes_per_task``), ``phase`` and ``timer`` (the clock the adaptation is timed on) serve the
+        directed step's medium task too.
         """
         learner, cfg = self.learner, self.config.train
+        group_size = cfg.episodes_per_task if group_size is None else group_size
         theta = learner.params()
         if learner.spec.multitask:
             return pre_by_task, [{n: v.detach() for n, v in theta.items()} for _ in pre_by_task], []
         inner_steps = self.config.meta.inner_steps
-        with clock("inner"):
+        with clock(timer):
             current = [learner.adapt(theta, eps, steps=1, differentiable=False) for eps in pre_by_task]
         if inner_steps == 1:
             return pre_by_task, current, []
@@ -467,11 +480,11 @@ class Trainer:
         extra = []
         for j in range(1, inner_steps):
             with clock("sampling"):
-                grouped = GroupedPolicy(self.policy, current, cfg.episodes_per_task)
-                batch = vec_env.collect(grouped, seed=derive_seed(cfg.seed, self.iteration, _PHASE_PRE, j))
+                grouped = GroupedPolicy(self.policy, current, group_size)
+                batch = vec_env.collect(grouped, seed=derive_seed(cfg.seed, self.iteration, phase, j))
             extra.append(batch)
             by_task = split_by_task(batch, len(pre_by_task))
-            with clock("inner"):
+            with clock(timer):
                 current = [learner.adapt(p, e, steps=1, differentiable=False) for p, e in zip(current, by_task,
                                                                                            strict=True)]
             for data, eps in zip(inner_by_task, by_task, strict=True):

@@ -284,3 +284,15 @@ def test_memory_estimate_counts_one_batch_per_inner_step_plus_the_outer_one():
     per_number = 4 * (10 + 6 + 2 * 32) * 2 * 3 * 20  # obs + 6 columns + activations, x tasks x episodes x steps
     assert (one, three) == (2 * per_number, 4 * per_number)
     assert estimate(make_config({**TINY, "inner_steps": 3, "algo": "multitask"}), 10, 20) == one
+
+
+def test_directed_fomaml_mode_adapts_the_medium_task_on_fresh_episodes_per_step():
+    """directed_mode=fomaml with meta.inner_steps = 2 runs through the per-step path on the medium task as well (the
+    list of batches reaches MetaLearner.directed_step) and gives a finite iteration that samples more than one
+    step does. The per-step batches themselves are checked on the tasks above (the same _adapt_tasks)."""
+    rows = []
+    for steps in (1, 2):
+        config = make_config({**TINY, "algo": "directed_maml", "directed_mode": "fomaml", "inner_steps": steps})
+        rows.append(train.__globals__["Trainer"](config, tiny_scenario()).step())
+    assert all(math.isfinite(r["outer_loss"]) and math.isfinite(r["directed_step_norm"]) for r in rows)
+    assert rows[1]["env_steps"] > rows[0]["env_steps"]
