@@ -47,6 +47,13 @@ def _key(type_: str, default: Any, help: str, **limits: Any) -> Any:
     return field(default=default, metadata={"leaf": leaf})
 
 
+def _choice(default: str, what: str, table: Mapping[str, Any]) -> Any:
+    """An ``enum`` key whose allowed values are ``table``'s names, documented as ``what: name = doc; ...`` (a
+    table's values are doc strings or specs with a ``doc``)."""
+    docs = "; ".join(f"{k} = {getattr(v, 'doc', v)}" for k, v in table.items())
+    return _key("enum", default, f"{what}: {docs}", allowed=tuple(table))
+
+
 class _Section:
     """Validates every field against its :class:`Leaf` on construction (the one validation of each key)."""
 
@@ -71,18 +78,8 @@ class TrainConfig(_Section):
     episodes_per_task: int = _key("int", 20, "episodes per task for each inner step and for the outer loss", low=1)
     directed_episodes: int = _key("int", 20, "episodes sampled on the medium task for the directed step", low=1)
     meta_lr: float = _key("float", 0.001, "outer Adam step size", low=0.0)
-    meta_lr_schedule: str = _key(
-        "enum",
-        "linear",
-        "outer Adam step size over the run: " + "; ".join(f"{k} = {v}" for k, v in META_LR_SCHEDULES.items()),
-        allowed=tuple(META_LR_SCHEDULES),
-    )
-    outer_optimizer: str = _key(
-        "enum",
-        "adam",
-        "outer step: " + "; ".join(f"{k} = {v}" for k, v in OUTER_OPTIMIZERS.items()),
-        allowed=tuple(OUTER_OPTIMIZERS),
-    )
+    meta_lr_schedule: str = _choice("linear", "outer Adam step size over the run", META_LR_SCHEDULES)
+    outer_optimizer: str = _choice("adam", "outer step", OUTER_OPTIMIZERS)
     trpo_max_kl: float = _key(
         "float", 0.01, "TRPO trust-region radius: mean KL of the post-adaptation policies", low=0.0, low_open=True
     )
@@ -109,18 +106,8 @@ class MetaConfig(_Section):
         "parameters (in training and in evaluation)",
         low=1,
     )
-    inner_estimator: str = _key(
-        "enum",
-        "reinforce",
-        "inner-loss surrogate: " + "; ".join(f"{k} = {v}" for k, v in INNER_ESTIMATORS.items()),
-        allowed=tuple(INNER_ESTIMATORS),
-    )
-    inner_advantages: str = _key(
-        "enum",
-        "pg",
-        "inner-loss advantages: " + "; ".join(f"{k} = {v}" for k, v in INNER_ADVANTAGES.items()),
-        allowed=tuple(INNER_ADVANTAGES),
-    )
+    inner_estimator: str = _choice("reinforce", "inner-loss surrogate", INNER_ESTIMATORS)
+    inner_advantages: str = _choice("pg", "inner-loss advantages", INNER_ADVANTAGES)
     directed_lr: float = _key("float", 0.05, "step size beta_0 of the Directed-* step on the medium task", low=0.0)
     directed_lr_decay: float = _key(
         "float",
@@ -131,12 +118,7 @@ class MetaConfig(_Section):
         high=1.0,
         low_open=True,
     )
-    directed_mode: str = _key(
-        "enum",
-        "pg",
-        "directed step: " + "; ".join(f"{k} = {v.doc}" for k, v in DIRECTED_MODES.items()),
-        allowed=tuple(DIRECTED_MODES),
-    )
+    directed_mode: str = _choice("pg", "directed step", DIRECTED_MODES)
 
 
 @dataclass(frozen=True)
@@ -170,18 +152,8 @@ class PolicyConfig(_Section):
 
     section: ClassVar[str] = "policy"
     hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP", high=4096)
-    input_norm: str = _key(
-        "enum",
-        "fitted",
-        "policy-input standardisation: " + "; ".join(f"{k} = {v}" for k, v in INPUT_NORMS.items()),
-        allowed=tuple(INPUT_NORMS),
-    )
-    warm_start: str = _key(
-        "enum",
-        "none",
-        "initial policy: " + "; ".join(f"{k} = {v}" for k, v in WARM_STARTS.items()),
-        allowed=tuple(WARM_STARTS),
-    )
+    input_norm: str = _choice("fitted", "policy-input standardisation", INPUT_NORMS)
+    warm_start: str = _choice("none", "initial policy", WARM_STARTS)
 
 
 @dataclass(frozen=True)
@@ -189,12 +161,7 @@ class EnvConfig(_Section):
     """The simulator."""
 
     section: ClassVar[str] = "env"
-    backend: str = _key(
-        "enum",
-        "auto",
-        "simulator: " + "; ".join(f"{k} = {v.doc}" for k, v in BACKENDS.items()),
-        allowed=tuple(BACKENDS),
-    )
+    backend: str = _choice("auto", "simulator", BACKENDS)
 
 
 #: Section name -> section class, in the order of config files and ``--help-config``.
