@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from intersection_meta.envs.factory import make_vector_env, resolve_backend
-from intersection_meta.networks import stack_params
+from intersection_meta.networks import draw_latents, stack_params
 from intersection_meta.rollout import Episodes, collect_episodes, split_by_task
 from intersection_meta.seeding import derive_seed
 from intersection_meta.tasks import Task
@@ -40,6 +40,19 @@ class GroupedPolicy:
         if obs.shape[0] != n_groups * self.group_size:
             raise ValueError(f"expected {n_groups * self.group_size} observations, got {obs.shape[0]}")
         return self.policy.grouped_distribution(obs.reshape(n_groups, self.group_size, -1), self._stacked)
+
+    def episode_latents(
+        self, params: Any, n_episodes: int, generator: Any = None, deterministic: bool = False
+    ) -> Tensor | None:
+        """Per-episode latents of a latent policy, each group's from its own ``latent_mu`` / ``latent_logstd``
+        (``[n_episodes, latent_dim]``, group-major), or None."""
+        if not getattr(self.policy, "latent_dim", 0):
+            return None
+        if n_episodes != len(self.params_list) * self.group_size:
+            raise ValueError(f"expected {len(self.params_list) * self.group_size} episodes, got {n_episodes}")
+        mu = self._stacked["latent_mu"].repeat_interleave(self.group_size, dim=0)
+        logstd = self._stacked["latent_logstd"].repeat_interleave(self.group_size, dim=0)
+        return draw_latents(mu, logstd, generator, deterministic)
 
 
 def repeat_tasks(tasks: Sequence[Task], episodes_per_task: int) -> list[Task]:

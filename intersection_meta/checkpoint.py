@@ -251,7 +251,11 @@ def load_checkpoint(path: str | Path, *, scenario: str | None = None) -> Checkpo
             )
     obs_space, act_space = spaces_from_dict(raw["spaces"])
     policy = build_policy(
-        obs_space, act_space, hidden_sizes=config.policy.hidden_sizes, input_norm=config.policy.input_norm
+        obs_space,
+        act_space,
+        hidden_sizes=config.policy.hidden_sizes,
+        input_norm=config.policy.input_norm,
+        latent_dim=config.policy.latent_dim,
     )
     try:
         policy.load_state_dict(raw["policy_state"])

@@ -119,6 +119,19 @@ class MetaConfig(_Section):
         low_open=True,
     )
     directed_mode: str = _choice("pg", "directed step", DIRECTED_MODES)
+    latent_lr: float = _key(
+        "float",
+        10.0,
+        "latent policies (policy.latent_dim > 0): inner step size of the latent mean; the inner loss is the latent's "
+        "REINFORCE term with normalised episode advantages, so the step is in units of the latent's std",
+        low=0.0,
+    )
+    latent_sigma_lr: float = _key(
+        "float", 0.0, "latent policies: inner step size of the latent log-std (0 keeps sigma fixed in adaptation)", low=0.0
+    )
+    latent_kl: float = _key(
+        "float", 1.0, "latent policies: weight of KL(N(mu, sigma) || N(0, I)) in the outer loss (MAESN's prior)", low=0.0
+    )
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,15 @@ class PolicyConfig(_Section):
     hidden_sizes: tuple[int, ...] = _key("int_list", (64, 64), "hidden layer sizes of the policy MLP", high=4096)
     input_norm: str = _choice("fitted", "policy-input standardisation", INPUT_NORMS)
     warm_start: str = _choice("none", "initial policy", WARM_STARTS)
+    latent_dim: int = _key(
+        "int",
+        0,
+        "per-episode latent exploration (MAESN): size of z ~ N(mu, sigma), drawn once per episode and fed to the "
+        "policy with every observation; adaptation then moves only (mu, sigma), by meta.latent_lr and "
+        "meta.latent_sigma_lr (meta.inner_lr is unused) (0 = off)",
+        low=0,
+        high=64,
+    )
 
 
 @dataclass(frozen=True)
@@ -266,7 +288,41 @@ def make_config(values: Mapping[str, Any], *, source: str = "<config>", base: Ru
             built[name] = cls(**current[name])
         except ConfigError as exc:
             raise ConfigError(source, exc.key, exc.message) from None
-    return RunConfig(**built)
+    config = RunConfig(**built)
+    check_combinations(config, source)
+    return config
+
+
+def check_combinations(config: RunConfig, source: str) -> None:
+    """Keys that are valid alone but not together.
+
+    Raises:
+        ConfigError: naming ``source``, the key and what it needs.
+    """
+    latent = config.policy.latent_dim > 0
+    if config.policy.warm_start == "rule_or_go" and not latent:
+        raise ConfigError(source, "policy.warm_start", "'rule_or_go' needs a latent policy: set policy.latent_dim >= 1")
+    if latent and config.meta.inner_estimator != "reinforce":
+        raise ConfigError(
+            source,
+            "meta.inner_estimator",
+            f"got {config.meta.inner_estimator!r} with policy.latent_dim > 0; a latent policy adapts by the latent's "
+            "REINFORCE term (meta.latent_lr), so only 'reinforce' is allowed",
+        )
+    if latent and config.train.outer_optimizer != "adam":
+        raise ConfigError(
+            source,
+            "train.outer_optimizer",
+            f"got {config.train.outer_optimizer!r} with policy.latent_dim > 0; the TRPO step's surrogate has no latent "
+            "term, so latent policies train with 'adam' only",
+        )
+    if latent and config.meta.inner_advantages != "pg":
+        raise ConfigError(
+            source,
+            "meta.inner_advantages",
+            f"got {config.meta.inner_advantages!r} with policy.latent_dim > 0; a latent policy's adaptation always "
+            "uses normalised episode advantages, so only 'pg' is allowed",
+        )
 
 
 #: The value each key had before it existed, for keys whose default is no longer that value: a stored config (a

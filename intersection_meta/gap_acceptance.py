@@ -112,17 +112,29 @@ IMITATION_EPOCHS = 400
 IMITATION_LR = 1e-3
 
 
-def imitation_data(scenario: Any, seed: int, n_tasks: int = IMITATION_TASKS) -> tuple[torch.Tensor, torch.Tensor]:
+def imitation_data(
+    scenario: Any, seed: int, n_tasks: int = IMITATION_TASKS, latent_dim: int = 0, go_first_latent: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(obs [N, obs_dim], rule actions [N])`` from one rollout per task (``n_tasks`` tasks sampled with ``seed``)
     that follows the rule but takes a uniformly random action with probability :data:`IMITATION_EXPLORE`. The
     rollouts run on the fast backend whatever the run's ``env.backend``: the two backends' observations agree
-    (``benchmarks/fidelity.py``), so the data serves a run on either."""
+    (``benchmarks/fidelity.py``), so the data serves a run on either.
+
+    With ``latent_dim > 0`` (a latent policy) each rollout draws one ``z ~ N(0, I)`` for the whole episode, appended
+    to every observation (``[N, obs_dim + latent_dim]``). With ``go_first_latent`` (the ``rule_or_go`` warm start)
+    the demonstrator is the rule when ``z_1 < 0`` and "always go" (FASTER) when ``z_1 > 0``, each mode recorded on
+    the states its own rollouts visit; without it, the rule whatever ``z``."""
+    if go_first_latent and latent_dim < 1:
+        raise ValueError("go_first_latent needs latent_dim >= 1")
     from intersection_meta.envs.factory import make_vector_env
 
     tasks = scenario.sample_tasks(n_tasks, seed=seed)
     settings = tasks[0].settings
-    require_rule_inputs(settings, f"policy.warm_start=gap_acceptance on scenario {scenario.name!r}")
+    what = "rule_or_go" if go_first_latent else "gap_acceptance"
+    require_rule_inputs(settings, f"policy.warm_start={what} on scenario {scenario.name!r}")
     rng = np.random.default_rng(seed)
+    z = rng.standard_normal((len(tasks), int(latent_dim))).astype(np.float32) if latent_dim else None
+    go_first = z[:, 0] > 0 if go_first_latent and z is not None else np.zeros(len(tasks), bool)
     horizon = int(max(t.settings.duration_s * t.settings.policy_frequency_hz for t in tasks))
     env = make_vector_env(tasks, seed=seed, backend="fast")
     xs, ys = [], []
@@ -130,11 +142,12 @@ def imitation_data(scenario: Any, seed: int, n_tasks: int = IMITATION_TASKS) -> 
         obs, _ = env.reset(seed=seed)
         done = np.zeros(len(tasks), bool)
         for _ in range(horizon):
-            rule = gap_acceptance_actions(obs, settings)
-            xs.append(obs[~done].copy())
-            ys.append(rule[~done])
+            target = np.where(go_first, FASTER, gap_acceptance_actions(obs, settings))
+            inputs = obs if z is None else np.concatenate([obs, z], axis=1)
+            xs.append(inputs[~done].copy())
+            ys.append(target[~done])
             explore = rng.random(len(tasks)) < IMITATION_EXPLORE
-            actions = np.where(explore, rng.integers(0, 3, len(tasks)), rule)
+            actions = np.where(explore, rng.integers(0, 3, len(tasks)), target)
             obs, _, terminated, truncated, _ = env.step(actions)
             done |= terminated | truncated
             if done.all():
@@ -144,10 +157,13 @@ def imitation_data(scenario: Any, seed: int, n_tasks: int = IMITATION_TASKS) -> 
     return torch.as_tensor(np.concatenate(xs), dtype=torch.float32), torch.as_tensor(np.concatenate(ys))
 
 
-def imitate_gap_acceptance(policy: Any, scenario: Any, seed: int) -> float:
+def imitate_gap_acceptance(policy: Any, scenario: Any, seed: int, go_first_latent: bool = False) -> float:
     """Fit ``policy`` (a categorical policy, trained in place) to the rule's actions on :func:`imitation_data` by
-    full-batch cross-entropy; returns the share of those states where its most likely action is the rule's."""
-    obs, actions = imitation_data(scenario, seed)
+    full-batch cross-entropy; returns the share of those states where its most likely action is the target's.
+    ``go_first_latent`` (the ``rule_or_go`` warm start, latent policies only): the targets are the rule when the
+    episode's ``z_1 < 0`` and "always go" when ``z_1 > 0``."""
+    latent_dim = int(getattr(policy, "latent_dim", 0))
+    obs, actions = imitation_data(scenario, seed, latent_dim=latent_dim, go_first_latent=go_first_latent)
     optimizer = torch.optim.Adam(policy.parameters(), lr=IMITATION_LR)
     for _ in range(IMITATION_EPOCHS):
         loss = torch.nn.functional.cross_entropy(policy.distribution(obs).logits, actions)

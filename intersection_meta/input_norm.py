@@ -71,4 +71,5 @@ def fit_input_norm(
             episodes = collect_episodes(env, policy, None, seed=seed)
     finally:
         env.close()
-    return standardizer_from_observations(episodes.obs[episodes.mask.bool()])
+    obs_dim = int(getattr(policy, "obs_dim", episodes.obs.shape[-1]))  # a latent policy's z is not standardised
+    return standardizer_from_observations(episodes.obs[episodes.mask.bool()][:, :obs_dim])

@@ -10,6 +10,13 @@ Observations are flat: ``obs`` has shape ``[..., obs_dim]`` (rollouts flatten mu
 A policy may standardise its inputs first (``input_norm``: :class:`intersection_meta.input_norm.Standardize`, fixed
 buffers, never trained): the statistics are part of the policy's ``state_dict``, so checkpoints carry them, and
 parameter names (``logits_net.*``) are the same with and without it.
+
+A policy may also take a per-episode latent (``latent_dim > 0``: MAESN, Gupta et al. 2018, "Meta-Reinforcement
+Learning of Structured Exploration Strategies"): the rollout draws ``z ~ N(latent_mu, diag(exp(latent_logstd))^2)``
+once per episode (:meth:`_FunctionalPolicy.episode_latents`) and appends it to every observation of the episode, so
+the network's input is ``[obs, z]`` (``obs_dim + latent_dim``). ``latent_mu`` and ``latent_logstd`` are ordinary
+parameters: adaptation moves the latent distribution of a task, and with it how the policy explores. The input
+standardisation covers the ``obs_dim`` observation features only; ``z`` goes in as drawn.
 """
 
 from __future__ import annotations
@@ -58,11 +65,46 @@ def _mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str, out_
 
 
 class _FunctionalPolicy(nn.Module):
-    """Shared functional call path: ``distribution(obs, params)``; optional input standardisation."""
+    """Shared functional call path: ``distribution(obs, params)``; optional input standardisation; optional
+    per-episode latent (``latent_dim``, see the module docstring).
 
-    def __init__(self) -> None:
+    Attributes:
+        obs_dim: Size of the env observation.
+        latent_dim: Size of the per-episode latent ``z`` (0: none); the network's input is ``obs_dim + latent_dim``.
+    """
+
+    def __init__(self, obs_dim: int, latent_dim: int = 0) -> None:
         super().__init__()
+        if int(latent_dim) < 0:
+            raise ValueError(f"latent_dim must be >= 0, got {latent_dim}")
+        self.obs_dim = int(obs_dim)
+        self.latent_dim = int(latent_dim)
         self.input_norm: nn.Module | None = None  # a registered submodule once set (set_input_norm)
+        if self.latent_dim:  # z ~ N(0, I) at initialisation (MAESN's prior)
+            self.latent_mu = nn.Parameter(torch.zeros(self.latent_dim))
+            self.latent_logstd = nn.Parameter(torch.zeros(self.latent_dim))
+
+    @property
+    def input_dim(self) -> int:
+        """Size of the network's input: the observation and the latent."""
+        return self.obs_dim + self.latent_dim
+
+    def episode_latents(
+        self,
+        params: Mapping[str, Tensor] | None,
+        n_episodes: int,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> Tensor | None:
+        """One latent per episode, ``[n_episodes, latent_dim]``: ``mu + sigma * eps`` with ``eps ~ N(0, I)`` drawn
+        from ``generator`` (``mu`` itself if ``deterministic``), at ``params`` (None: the module's own); None for a
+        policy without a latent (the generator is then not touched)."""
+        if not self.latent_dim:
+            return None
+        params = {} if params is None else params
+        mu = params.get("latent_mu", self.latent_mu).detach()
+        logstd = params.get("latent_logstd", self.latent_logstd).detach()
+        return draw_latents(mu.expand(n_episodes, -1), logstd.expand(n_episodes, -1), generator, deterministic)
 
     def set_input_norm(self, norm: nn.Module) -> None:
         """Standardise observations with ``norm`` (an :class:`~intersection_meta.input_norm.Standardize`) before
@@ -72,7 +114,11 @@ class _FunctionalPolicy(nn.Module):
         self.input_norm = norm
 
     def _inputs(self, obs: Tensor) -> Tensor:
-        return obs if self.input_norm is None else self.input_norm(obs)
+        if self.input_norm is None:
+            return obs
+        if not self.latent_dim:
+            return self.input_norm(obs)
+        return torch.cat([self.input_norm(obs[..., : self.obs_dim]), obs[..., self.obs_dim :]], dim=-1)
 
     def distribution(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> Distribution:
         """Action distribution at ``obs`` (``[..., obs_dim]``), with the module's own parameters or
@@ -111,15 +157,20 @@ class _FunctionalPolicy(nn.Module):
 
 
 class CategoricalMLP(_FunctionalPolicy):
-    """MLP policy over ``n_actions`` discrete actions: ``pi(a|s) = softmax(MLP(s))_a``."""
+    """MLP policy over ``n_actions`` discrete actions: ``pi(a|s) = softmax(MLP(s))_a`` (``MLP([s, z])`` with a
+    latent)."""
 
     def __init__(
-        self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh"
+        self,
+        obs_dim: int,
+        n_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        latent_dim: int = 0,
     ) -> None:
-        super().__init__()
-        self.obs_dim = int(obs_dim)
+        super().__init__(obs_dim, latent_dim)
         self.n_actions = int(n_actions)
-        self.logits_net = _mlp(self.obs_dim, self.n_actions, hidden, activation, out_gain=0.01)
+        self.logits_net = _mlp(self.input_dim, self.n_actions, hidden, activation, out_gain=0.01)
 
     def forward(self, obs: Tensor) -> Categorical:
         return Categorical(logits=self.logits_net(self._inputs(obs)))
@@ -141,13 +192,13 @@ class GaussianMLP(_FunctionalPolicy):
         hidden: Sequence[int] = (64, 64),
         activation: str = "tanh",
         init_std: float = 1.0,
+        latent_dim: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(obs_dim, latent_dim)
         if init_std <= 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
-        self.obs_dim = int(obs_dim)
         self.act_dim = int(act_dim)
-        self.mean_net = _mlp(self.obs_dim, self.act_dim, hidden, activation, out_gain=0.01)
+        self.mean_net = _mlp(self.input_dim, self.act_dim, hidden, activation, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(np.log(init_std))))
 
     def forward(self, obs: Tensor) -> Independent:
@@ -165,6 +216,28 @@ class GaussianMLP(_FunctionalPolicy):
 
 def _sub_params(params: Mapping[str, Tensor], prefix: str) -> Params:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def draw_latents(
+    mu: Tensor, logstd: Tensor, generator: torch.Generator | None = None, deterministic: bool = False
+) -> Tensor:
+    """``z = mu + exp(logstd) * eps`` with ``eps ~ N(0, I)`` from ``generator`` (``mu`` if ``deterministic``), for
+    ``mu``, ``logstd`` of equal shape ``[B, d]``; no gradient."""
+    if deterministic:
+        return mu.detach().clone()
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+    return (mu + logstd.exp() * eps).detach()
+
+
+def latent_log_prob(mu: Tensor, logstd: Tensor, z: Tensor) -> Tensor:
+    """``log N(z; mu, diag(exp(logstd))^2)`` summed over the last axis (``z`` ``[B, d]``, ``mu``/``logstd`` ``[d]``):
+    ``-sum(0.5 ((z - mu) / sigma)^2 + logstd + 0.5 log(2 pi))``."""
+    return -(0.5 * ((z - mu) / logstd.exp()) ** 2 + logstd + 0.5 * float(np.log(2 * np.pi))).sum(-1)
+
+
+def latent_kl_to_prior(mu: Tensor, logstd: Tensor) -> Tensor:
+    """``KL(N(mu, diag(exp(logstd))^2) || N(0, I)) = sum(0.5 (mu^2 + sigma^2 - 1) - logstd)`` (MAESN's prior term)."""
+    return (0.5 * (mu**2 + (2 * logstd).exp() - 1) - logstd).sum()
 
 
 def stack_params(params_list: Sequence[Mapping[str, Tensor]]) -> Params:
@@ -205,6 +278,7 @@ def build_policy(
     activation: str = "tanh",
     init_std: float = 1.0,
     input_norm: str = "none",
+    latent_dim: int = 0,
 ) -> CategoricalMLP | GaussianMLP:
     """A policy for single (not batched) spaces: ``CategoricalMLP`` for ``Discrete``, ``GaussianMLP`` for
     ``Box``.
@@ -212,6 +286,7 @@ def build_policy(
     The observation space must be a ``Box``; its shape is flattened to ``obs_dim``. ``input_norm="fitted"`` gives
     the policy an identity :class:`~intersection_meta.input_norm.Standardize` (mean 0, std 1) to be fitted
     (:func:`intersection_meta.input_norm.fit_input_norm`) or loaded from a checkpoint's ``state_dict``.
+    ``latent_dim > 0`` adds the per-episode latent (module docstring).
 
     Raises:
         ValueError: for an unsupported observation or action space.
@@ -221,10 +296,17 @@ def build_policy(
     obs_dim = int(np.prod(observation_space.shape))
     policy: CategoricalMLP | GaussianMLP
     if isinstance(action_space, gym.spaces.Discrete):
-        policy = CategoricalMLP(obs_dim, int(action_space.n), hidden=hidden_sizes, activation=activation)
+        policy = CategoricalMLP(
+            obs_dim, int(action_space.n), hidden=hidden_sizes, activation=activation, latent_dim=latent_dim
+        )
     elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         policy = GaussianMLP(
-            obs_dim, int(action_space.shape[0]), hidden=hidden_sizes, activation=activation, init_std=init_std
+            obs_dim,
+            int(action_space.shape[0]),
+            hidden=hidden_sizes,
+            activation=activation,
+            init_std=init_std,
+            latent_dim=latent_dim,
         )
     else:
         raise ValueError(f"action space must be Discrete or a 1-D Box, got {action_space}")

@@ -8,6 +8,10 @@ their Hessian (which MAML's second-order meta-gradient differentiates through th
 - :func:`lvc_loss`, ``-mean(pi / stop_grad(pi) * A)``, ProMP's low-variance curvature estimator (Rothfuss et al.
   2019), whose Hessian also carries the score term ``grad log pi grad log pi^T * A`` of the sampling distribution.
 
+A latent policy (MAESN, :mod:`intersection_meta.networks`) also samples one latent ``z`` per episode; its score
+term ``-mean_b log N(z_b; mu, sigma) * A_b`` with episode advantages ``A_b`` (:func:`latent_loss`) joins the
+policy loss, and is the whole adaptation loss (:func:`latent_adaptation_loss`).
+
 The outer step itself (Adam or the MAML-RL paper's TRPO step) lives in :mod:`intersection_meta.meta`.
 """
 
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor
 
 from intersection_meta.config import PGConfig
+from intersection_meta.networks import latent_log_prob
 from intersection_meta.rollout import Episodes
 
 #: Time features use ``t / TIME_SCALE`` (Duan et al. 2016 / rllab convention).
@@ -214,6 +219,42 @@ def lvc_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
 SURROGATES = {"reinforce": reinforce_loss, "lvc": lvc_loss}
 
 
+#: Floor of the std in :func:`episode_advantages`' normalisation [return units]: a batch whose episodes differ by
+#: float noise only (the same actions, ~1e-6 apart) keeps advantages near 0 instead of being blown up to +-1.
+EPISODE_ADV_MIN_STD = 1.0
+
+
+def episode_advantages(returns: Tensor, normalize: bool) -> Tensor:
+    """Episode-level advantages ``G_b - mean(G)`` of a batch's returns ``[B]``; with ``normalize`` divided by
+    ``max(std(G), EPISODE_ADV_MIN_STD)``. No gradient."""
+    returns = returns.detach()
+    adv = returns - returns.mean()
+    if normalize:
+        adv = adv / adv.std(unbiased=False).clamp_min(EPISODE_ADV_MIN_STD)
+    return adv
+
+
+def latent_loss(policy: Any, params: Mapping[str, Tensor] | None, episodes: Episodes, normalize: bool) -> Tensor:
+    """REINFORCE on a latent policy's per-episode latents: ``-mean_b log N(z_b; mu, sigma) * A_b`` with
+    ``A = episode_advantages(returns, normalize)`` and ``(mu, sigma)`` from ``params`` (None: the policy's own).
+    Its gradient on ``latent_mu``, ``latent_logstd`` is the score-function estimate of the gradient of the mean
+    return through the latent distribution (MAESN); it does not depend on the network's weights."""
+    params = {} if params is None else params
+    if episodes.latents is None:
+        raise ValueError("latent_loss needs episodes collected with a latent policy (episodes.latents is None)")
+    mu = params.get("latent_mu", policy.latent_mu)
+    logstd = params.get("latent_logstd", policy.latent_logstd)
+    adv = episode_advantages(episodes.returns, normalize)
+    return -(latent_log_prob(mu, logstd, episodes.latents) * adv).mean()
+
+
+def latent_adaptation_loss(policy: Any, params: Mapping[str, Tensor] | None, episodes: Episodes) -> Tensor:
+    """A latent policy's adaptation (inner) loss: :func:`latent_loss` with normalised episode advantages, so
+    adaptation moves only the latent distribution (MAESN's latent adaptation), by a step measured in units of
+    the return's spread whatever the scenario's reward scale."""
+    return latent_loss(policy, params, episodes, normalize=True)
+
+
 def compute_advantages(episodes: Episodes, pg: PGConfig) -> Tensor:
     """Advantages of one task's episodes: fit the linear baseline on them, GAE, optional normalisation.
 
@@ -244,7 +285,8 @@ def policy_loss(
     surrogate: str = "reinforce",
 ) -> Tensor:
     """Policy-gradient surrogate of one task (:func:`reinforce_loss` by default) with :func:`compute_advantages`,
-    minus ``pg.entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it).
+    minus ``pg.entropy_coef`` times the masked mean policy entropy (an exploration bonus; 0 disables it), plus
+    :func:`latent_loss` (advantages normalised as ``pg.normalize_advantages`` says) for episodes of a latent policy.
 
     Differentiable w.r.t. ``params`` (the policy's log-probabilities), including through adapted parameters.
 
@@ -265,4 +307,6 @@ def policy_loss(
     loss = SURROGATES[surrogate](dist.log_prob(episodes.actions), adv, episodes.mask)  # [T, B] log-probs
     if pg.entropy_coef:
         loss = loss - pg.entropy_coef * masked_mean(dist.entropy(), episodes.mask)
+    if episodes.latents is not None:
+        loss = loss + latent_loss(policy, params, episodes, pg.normalize_advantages)
     return loss

@@ -331,6 +331,8 @@ def policy_act(policy: Any, params: Any, action_space: Any, *, greedy: bool, see
         action_space: The env's action space (continuous actions are clipped to it, as in training rollouts).
         greedy: Take the most likely action (the mean for continuous actions) instead of sampling.
         seed: Seed of the sampling generator (no global RNG is used).
+
+    A latent policy's ``act`` is one episode: its latent is drawn once, here.
     """
     import torch
 
@@ -338,10 +340,15 @@ def policy_act(policy: Any, params: Any, action_space: Any, *, greedy: bool, see
     from intersection_meta.rollout import env_actions
 
     generator = torch.Generator().manual_seed(int(seed))
+    draw = getattr(policy, "episode_latents", None)  # a latent policy: one z for the episode (its mean if greedy)
+    latent = None if draw is None else draw(params, 1, generator, greedy)
 
     def act(obs: Any) -> Any:
         with torch.no_grad():
-            dist = policy.distribution(torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1)), params)
+            inputs = torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1))
+            if latent is not None:
+                inputs = torch.cat([inputs, latent], dim=1)
+            dist = policy.distribution(inputs, params)
             action = env_actions(sample_actions(dist, generator, deterministic=greedy), action_space)[0]
         return int(action) if np.ndim(action) == 0 else action
 

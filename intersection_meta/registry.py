@@ -149,6 +149,9 @@ WARM_STARTS: dict[str, str] = {
     "none": "training starts from the randomly initialised policy",
     "gap_acceptance": "before the first iteration the policy imitates the closed-loop gap-acceptance rule "
     "(intersection_meta/gap_acceptance.py; intersection scenarios with the conflict features and discrete actions)",
+    "rule_or_go": "for latent policies (policy.latent_dim > 0): the policy imitates the gap-acceptance rule when "
+    "the episode's z_1 < 0 and 'always go' when z_1 > 0, so the latent starts out selecting between waiting and "
+    "going first (the same scenarios as gap_acceptance)",
 }
 
 #: Vector-env backends by name (the run config's ``env.backend``).

@@ -24,7 +24,8 @@ class Episodes(NamedTuple):
     """A batch of ``B`` episodes padded to ``T`` steps. Padded steps have ``mask == 0`` and zero contents.
 
     Attributes:
-        obs: ``[T, B, obs_dim]`` float32, observation before each step (flattened).
+        obs: ``[T, B, obs_dim]`` float32, the policy's input before each step: the flattened observation, followed
+            by the episode's latent for a latent policy (``[T, B, obs_dim + latent_dim]``).
         actions: ``[T, B]`` int64 (discrete) or ``[T, B, act_dim]`` float32 (raw, unclipped samples).
         rewards: ``[T, B]`` float32.
         mask: ``[T, B]`` float32, 1 for valid steps (``t < lengths[b]``).
@@ -40,6 +41,8 @@ class Episodes(NamedTuple):
             terms, as in highway-env) when present, else None.
         criticality: per-episode criticality metrics ``[B]`` float64 (``info["criticality"]`` at each episode's
             last step: :mod:`intersection_meta.criticality`, may be inf) on intersection tasks, else None.
+        latents: ``[B, latent_dim]`` float32, each episode's latent ``z`` (drawn once at its start) for a latent
+            policy (:mod:`intersection_meta.networks`), else None.
     """
 
     obs: Tensor
@@ -55,6 +58,7 @@ class Episodes(NamedTuple):
     arrived: Tensor | None = None
     reward_terms: dict[str, Tensor] | None = None
     criticality: dict[str, Tensor] | None = None
+    latents: Tensor | None = None
 
     @property
     def n_episodes(self) -> int:
@@ -120,8 +124,8 @@ def _pad_time(x: Tensor, horizon: int) -> Tensor:
 def concat(batches: Sequence[Episodes]) -> Episodes:
     """Concatenate episode batches along ``B`` (padding ``T`` to the longest).
 
-    Optional fields (``crashed``, ``arrived``, ``reward_terms``, ``criticality``) are kept only if every batch has
-    them.
+    Optional fields (``crashed``, ``arrived``, ``reward_terms``, ``criticality``, ``latents``) are kept only if
+    every batch has them.
 
     Raises:
         ValueError: for an empty sequence.
@@ -142,6 +146,16 @@ def concat(batches: Sequence[Episodes]) -> Episodes:
         else:
             out[name] = torch.cat(values, dim=0)
     return Episodes(**out)
+
+
+def _episode_latents(policy, params, n_envs: int, generator: torch.Generator, deterministic: bool) -> Tensor | None:
+    """The policy's per-episode latents ``[n_envs, latent_dim]`` (``policy.episode_latents``), or None."""
+    draw = getattr(policy, "episode_latents", None)
+    return None if draw is None else draw(params, n_envs, generator, deterministic)
+
+
+def _with_latents(obs: Tensor, latents: Tensor | None) -> Tensor:
+    return obs if latents is None else torch.cat([obs, latents], dim=1)
 
 
 def _autoreset_mode(vec_env: gym.vector.VectorEnv) -> str:
@@ -190,12 +204,14 @@ def collect_episodes(
     depends only on ``seed`` and the parameters. Stepping continues until every sub-env has ended once;
     with gymnasium's ``NEXT_STEP`` autoreset the step after an end resets that sub-env, and everything after
     the first end is masked out. Continuous actions are clipped to the action-space bounds for the env but
-    stored raw.
+    stored raw. A latent policy's per-episode latents are drawn first, from the same generator (its mean if
+    ``deterministic``), and appended to every observation.
 
     Args:
         vec_env: A gymnasium ``VectorEnv`` (NEXT_STEP or SAME_STEP autoreset) with a ``Box`` observation
         space.
-        policy: An object with ``distribution(obs, params) -> Distribution`` (see ``networks.py``).
+        policy: An object with ``distribution(obs, params) -> Distribution`` (see ``networks.py``), and optionally
+            ``episode_latents(params, n, generator, deterministic)`` (a latent policy).
         params: Parameters to evaluate the policy with; None uses the policy's own.
         seed: Reset and sampling seed.
         max_steps: Optional cap on steps; episodes still running are then cut and flagged ``truncated``.
@@ -220,7 +236,8 @@ def collect_episodes(
     step_active = getattr(vec_env, "step_active", None) if use_active_mask else None
 
     obs_np, _ = vec_env.reset(seed=int(seed))
-    obs = torch.as_tensor(np.asarray(obs_np), dtype=torch.float32).reshape(n_envs, -1)  # [B, obs_dim]
+    latents = _episode_latents(policy, params, n_envs, generator, deterministic)  # [B, latent_dim] or None
+    obs = _with_latents(torch.as_tensor(np.asarray(obs_np), dtype=torch.float32).reshape(n_envs, -1), latents)
     obs_steps, act_steps, rew_steps, mask_steps, term_steps = [], [], [], [], []
     active = np.ones(n_envs, dtype=bool)
     lengths = np.zeros(n_envs, dtype=np.int64)
@@ -245,7 +262,9 @@ def collect_episodes(
             next_obs_np, reward, term, trunc, infos = step_active(env_action, active)
         else:
             next_obs_np, reward, term, trunc, infos = vec_env.step(env_action)
-        next_obs = torch.as_tensor(np.asarray(next_obs_np), dtype=torch.float32).reshape(n_envs, -1)
+        next_obs = _with_latents(
+            torch.as_tensor(np.asarray(next_obs_np), dtype=torch.float32).reshape(n_envs, -1), latents
+        )
         term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
         valid = active.copy()
 
@@ -281,9 +300,8 @@ def collect_episodes(
             final = next_obs.clone()
             if mode == "same_step" and "final_obs" in infos:
                 for b in np.flatnonzero(ended):
-                    final[b] = torch.as_tensor(
-                        np.asarray(infos["final_obs"][b]), dtype=torch.float32
-                    ).reshape(-1)
+                    final_obs = torch.as_tensor(np.asarray(infos["final_obs"][b]), dtype=torch.float32).reshape(-1)
+                    final[b] = final_obs if latents is None else torch.cat([final_obs, latents[b]])
             idx = torch.as_tensor(ended)
             last_obs[idx] = final[idx]
             lengths[ended] = t + 1
@@ -307,4 +325,5 @@ def collect_episodes(
         arrived=torch.as_tensor(outcomes["arrived"]) if "arrived" in outcomes else None,
         reward_terms={k: torch.as_tensor(v, dtype=torch.float32) for k, v in terms.items()} or None,
         criticality={k: torch.as_tensor(v, dtype=torch.float64) for k, v in criticality.items()} or None,
+        latents=latents,
     )

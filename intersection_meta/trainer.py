@@ -308,13 +308,14 @@ class Trainer:
                 self.act_space,
                 hidden_sizes=config.policy.hidden_sizes,
                 input_norm=config.policy.input_norm,
+                latent_dim=config.policy.latent_dim,
             )
         if config.policy.input_norm == "fitted":  # statistics of the fresh (near-uniform) policy's rollouts
             seed = derive_seed(config.train.seed, _INPUT_NORM_SEED_KEY)
             self.policy.set_input_norm(fit_input_norm(self.scenario, self.policy, config.env, seed=seed))
         self.warm_start_accuracy: float | None = None  # share of imitation states where the policy acts as the rule
-        if config.policy.warm_start == "gap_acceptance":  # after the input statistics: they stay those of exploration
-            where = f"policy.warm_start=gap_acceptance on scenario {self.scenario.name!r}"
+        if config.policy.warm_start != "none":  # after the input statistics: they stay those of exploration
+            where = f"policy.warm_start={config.policy.warm_start} on scenario {self.scenario.name!r}"
             if self.scenario.kind != "intersection":
                 raise TrainError(f"{where}: the rule drives intersection scenarios only, not {self.scenario.kind}")
             try:
@@ -324,7 +325,9 @@ class Trainer:
             seed = derive_seed(config.train.seed, _WARM_START_SEED_KEY)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                self.warm_start_accuracy = imitate_gap_acceptance(self.policy, self.scenario, seed)
+                self.warm_start_accuracy = imitate_gap_acceptance(
+                    self.policy, self.scenario, seed, go_first_latent=config.policy.warm_start == "rule_or_go"
+                )
         self.learner = MetaLearner(self.policy, config.meta, config.pg)
         self.optimizer = torch.optim.Adam(self.learner.meta_parameters(), lr=config.train.meta_lr)
         self.git_sha = git_sha()  # once per run: a subprocess per checkpoint would cost every iteration
@@ -729,8 +732,13 @@ def train(
                 )
             trainer = Trainer(config, scenario, sampler)
             if progress and trainer.warm_start_accuracy is not None:
+                what = (
+                    "the gap-acceptance rule when its latent z_1 < 0 and 'always go' when z_1 > 0"
+                    if config.policy.warm_start == "rule_or_go"
+                    else "the gap-acceptance rule"
+                )
                 print(
-                    f"warm start: the policy imitates the gap-acceptance rule (its most likely action is the rule's "
+                    f"warm start: the policy imitates {what} (its most likely action is the demonstrator's "
                     f"in {trainer.warm_start_accuracy:.1%} of the imitation states)",
                     flush=True,
                 )

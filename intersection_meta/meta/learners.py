@@ -41,6 +41,12 @@ The algorithm name selects an :class:`~intersection_meta.registry.AlgorithmSpec`
 step sizes or not, directed or not) and the directed mode a :class:`~intersection_meta.registry.DirectedModeSpec`;
 both tables live in :mod:`intersection_meta.registry`.
 
+Latent policies (``policy.latent_dim > 0``, MAESN: Gupta, Mendonca, Liu, Abbeel & Levine 2018, "Meta-Reinforcement
+Learning of Structured Exploration Strategies"): the inner loss is the latent's REINFORCE term alone
+(:func:`intersection_meta.pg.latent_adaptation_loss`), so adaptation moves only the task's latent distribution
+``(mu, sigma)``, with step sizes ``meta.latent_lr`` and ``meta.latent_sigma_lr``; the outer loss adds
+``meta.latent_kl * KL(N(mu, sigma) || N(0, I))`` at ``theta`` (MAESN's prior term).
+
 Known simplification, shared with the MAML-RL paper and pytorch-maml-rl: with the default inner estimator the
 gradient of the outer loss ignores the dependence of the inner-loop sampling distribution on ``theta``.
 ``meta.inner_estimator="lvc"`` uses ProMP's low-variance curvature surrogate as the inner loss (Rothfuss et al.
@@ -58,8 +64,8 @@ import torch
 from torch import Tensor, nn
 
 from intersection_meta.config import MetaConfig, PGConfig
-from intersection_meta.networks import Params, params_of
-from intersection_meta.pg import policy_loss
+from intersection_meta.networks import Params, latent_kl_to_prior, params_of
+from intersection_meta.pg import latent_adaptation_loss, policy_loss
 from intersection_meta.registry import ALGORITHMS, DIRECTED_MODES, AlgorithmSpec, DirectedModeSpec
 
 #: ``loss_fn(params, episodes) -> scalar``; ``episodes`` is opaque to the learner (``Episodes`` by default).
@@ -165,14 +171,20 @@ class MetaLearner:
                 "meta.inner_estimator and meta.inner_advantages configure the default policy-gradient loss; "
                 "with a custom loss_fn leave them at 'reinforce' and 'pg'"
             )
-        #: The adaptation loss (:meth:`adapt`): ``loss_fn`` unless the inner estimator or advantages differ.
+        #: Size of the policy's per-episode latent (0: none; module docstring).
+        self.latent_dim = int(getattr(policy, "latent_dim", 0))
+        #: The adaptation loss (:meth:`adapt`): ``loss_fn`` unless the inner estimator or advantages differ; the
+        #: latent's REINFORCE term for a latent policy.
         self.inner_loss_fn: LossFn = loss_fn or partial(
             policy_loss, policy, pg=inner_pg(self.pg, meta), surrogate=meta.inner_estimator
         )
+        if self.latent_dim and loss_fn is None:
+            self.inner_loss_fn = partial(latent_adaptation_loss, policy)
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if self.spec.learn_inner_lr:
             self.step_sizes = {
-                n: nn.Parameter(torch.full_like(p.detach(), meta.inner_lr)) for n, p in policy.named_parameters()
+                n: nn.Parameter(torch.full_like(p.detach(), self._initial_step_size(n)))
+                for n, p in policy.named_parameters()
             }
 
     # -- parameters ---------------------------------------------------------------------------------------
@@ -185,9 +197,29 @@ class MetaLearner:
         extra = list(self.step_sizes.values()) if self.step_sizes is not None else []
         return list(self.policy.parameters()) + extra
 
+    def _initial_step_size(self, name: str) -> float:
+        """A parameter's inner step size: ``latent_lr`` / ``latent_sigma_lr`` for a latent policy's ``latent_mu`` /
+        ``latent_logstd``, ``inner_lr`` for everything else (Meta-SGD's initial values)."""
+        if self.latent_dim and name == "latent_mu":
+            return self.meta.latent_lr
+        if self.latent_dim and name == "latent_logstd":
+            return self.meta.latent_sigma_lr
+        return self.meta.inner_lr
+
     def inner_step_sizes(self) -> float | dict[str, Tensor]:
-        """``alpha``: the scalar ``inner_lr``, or Meta-SGD's per-parameter tensors."""
-        return self.step_sizes if self.step_sizes is not None else self.meta.inner_lr
+        """``alpha``: the scalar ``inner_lr``, or Meta-SGD's per-parameter tensors; for a latent policy, per
+        parameter (:meth:`_initial_step_size`)."""
+        if self.step_sizes is not None:
+            return self.step_sizes
+        if self.latent_dim:
+            return {n: torch.tensor(self._initial_step_size(n)) for n, _ in self.policy.named_parameters()}
+        return self.meta.inner_lr
+
+    def prior_loss(self, params: Mapping[str, Tensor]) -> Tensor | None:
+        """``meta.latent_kl * KL(N(mu, sigma) || N(0, I))`` at ``params`` for a latent policy, else None."""
+        if not self.latent_dim or not self.meta.latent_kl:
+            return None
+        return self.meta.latent_kl * latent_kl_to_prior(params["latent_mu"], params["latent_logstd"])
 
     # -- inner loop -----------------------------------------------------------------------------------------
     def adapt(
@@ -246,7 +278,8 @@ class MetaLearner:
         :meth:`meta_parameters` (when ``params`` is :meth:`params`).
 
         The multitask baseline (``spec.multitask``) has no inner loop here: both batches were collected with
-        ``theta``, and its loss is ``1/N sum_i 1/2 [L_i(theta; inner_i) + L_i(theta; outer_i)]``.
+        ``theta``, and its loss is ``1/N sum_i 1/2 [L_i(theta; inner_i) + L_i(theta; outer_i)]``. A latent policy's
+        loss adds :meth:`prior_loss` at ``params``.
 
         Returns:
             ``(loss, info)`` with ``info``: ``inner_loss`` (mean pre-adaptation loss), ``outer_loss``, and
@@ -267,6 +300,9 @@ class MetaLearner:
             adapted = self.adapt(params, inner, differentiable=True)
             outer_losses.append(self.loss_fn(adapted, outer))
         loss = torch.stack(outer_losses).mean()
+        prior = self.prior_loss(params)
+        if prior is not None:
+            loss = loss + prior
         info = {"inner_loss": sum(inner_losses) / len(inner_losses), "outer_loss": loss.item()}
         info.update({f"outer_loss_task_{i}": v.item() for i, v in enumerate(outer_losses)})
         return loss, info
