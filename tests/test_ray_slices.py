@@ -48,21 +48,22 @@ def test_slot_slices_cover_every_slot_once(n_slots: int, workers: int):
 
 
 @pytest.mark.parametrize(
-    "scenario,sets,grouped",
+    "scenario,sets,grouped,latent_dim",
     [
-        ("cartpole_physics", ["episode.max_steps=40"], False),
-        ("cartpole_physics", ["episode.max_steps=40"], True),
-        ("yield_left", ["episode.duration_s=3"], True),
-        ("lunarlander_gravity_wind", ["episode.max_steps=30"], False),
+        ("cartpole_physics", ["episode.max_steps=40"], False, 0),
+        ("cartpole_physics", ["episode.max_steps=40"], True, 0),
+        ("yield_left", ["episode.duration_s=3"], True, 0),
+        ("yield_left", ["episode.duration_s=3"], True, 2),  # per-episode latents drawn per slot as in one batch
+        ("lunarlander_gravity_wind", ["episode.max_steps=30"], False, 0),
     ],
 )
-def test_slices_merge_to_the_in_process_batch(scenario: str, sets: list[str], grouped: bool):
+def test_slices_merge_to_the_in_process_batch(scenario: str, sets: list[str], grouped: bool, latent_dim: int):
     tasks = load_scenario(scenario, sets).sample_tasks(3, seed=4)
     slots = repeat_tasks(tasks, 2)
     env_section = EnvConfig(backend="highway")
     obs_space, act_space = observation_and_action_spaces(tasks[0])
     torch.manual_seed(0)
-    policy = build_policy(obs_space, act_space, hidden_sizes=(8,))
+    policy = build_policy(obs_space, act_space, hidden_sizes=(8,), latent_dim=latent_dim)
     per_task = [{k: v.detach() + 0.3 * i for k, v in policy.named_parameters()} for i in range(len(tasks))]
     sampled = GroupedPolicy(policy, per_task, 2) if grouped else policy
     seed = 1234
@@ -73,7 +74,7 @@ def test_slices_merge_to_the_in_process_batch(scenario: str, sets: list[str], gr
     finally:
         whole_env.close()
 
-    worker = RolloutWorker(build_policy(obs_space, act_space, hidden_sizes=(8,)))  # other initial values
+    worker = RolloutWorker(build_policy(obs_space, act_space, hidden_sizes=(8,), latent_dim=latent_dim))  # other values
     parts = []
     for lo, hi in slot_slices(len(slots), 4):  # 6 slots over 4 workers: slices cross task boundaries
         g0, g1 = lo // 2, -(-hi // 2)
