@@ -142,7 +142,8 @@ def render(table, results, argv, base: RunConfig, scenario_sets, jobs: int) -> s
         f"- machine: {platform.system()} {platform.machine()}, Python {platform.python_version()}; {jobs} runs in "
         "parallel (wall times include that load)",
         "- every run is the README's default command with `--algo ALGO --seed SEED` (run config: the defaults with "
-        "the scenario's `run_defaults` (scenarios/_base_intersection.yaml)"
+        "the scenario's `run_defaults` (scenarios/_base_intersection.yaml; yield_or_not and assertive_driver add a "
+        "latent policy with the rule-or-go warm start)"
         + (f", plus `{changed}`" if changed else "")
         + (f"; scenario overrides {dict(scenario_sets)}" if scenario_sets else "")
         + f"): {base.train.iterations} iterations x {base.train.meta_batch_size} tasks x "
@@ -158,6 +159,8 @@ def render(table, results, argv, base: RunConfig, scenario_sets, jobs: int) -> s
         f"*Bar* (issue 9): return >= the best fixed plan's (tolerance {BAR_TOLERANCE}) with <= "
         f"{100 * BAR_MAX_COLLISION_RATE:.0f}% collisions, counted per seed. *Gap closed*: the share of the gap from "
         "the best fixed plan to the per-task best plan that the sampled / greedy return closes (stretch goal: 50%). "
+        "*Collisions before*: the pre-adaptation episodes' collision rate, the exploration cost that the adaptation "
+        "step's own episodes pay. "
         "*Gap-acceptance rule*: the closed-loop rule of `intersection_meta/gap_acceptance.py` on the same tasks "
         "(the policy's warm start imitates it). "
         "Scenarios after the shipped ones come from `benchmarks/unseen_scenarios/` (never tuned on).",

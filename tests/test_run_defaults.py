@@ -26,9 +26,11 @@ def _scenario_file(tmp_path: Path, run_defaults: str) -> Path:
 
 
 def test_the_intersection_family_inherits_the_base_files_run_defaults():
-    for name in ("yield_left", "cross_straight", "yield_or_not"):
+    for name in ("yield_left", "cross_straight", "yield_or_not", "assertive_driver"):
         config = scenario_defaults(load_scenario(name))
-        assert config.policy.warm_start == "gap_acceptance"
+        hidden = name in ("yield_or_not", "assertive_driver")  # they add the latent policy, keep the rest
+        assert config.policy.warm_start == ("rule_or_go" if hidden else "gap_acceptance")
+        assert config.policy.latent_dim == (2 if hidden else 0)
         assert config.pg.normalize_advantages is False
         assert (config.meta.inner_lr, config.meta.directed_lr) == (0.005, 0.005)
         assert config.train == RunConfig().train  # nothing else changes

@@ -127,6 +127,7 @@ class Cell:
     train_wall_time_s: float
     eval_wall_time_s: float
     rule: float = math.nan
+    collision_before: float = math.nan  # the pre-adaptation (exploration) episodes' collision rate
 
     @property
     def meets_bar(self) -> bool:
@@ -167,6 +168,7 @@ def summarise_cell(results: Sequence[RunResult]) -> Cell:
         train_wall_time_s=_mean(r.train_wall_time_s for r in results),
         eval_wall_time_s=_mean(r.eval_wall_time_s for r in results),
         rule=_mean(r.rule for r in results),
+        collision_before=_mean(r.collision_before for r in results),
     )
 
 
@@ -195,9 +197,9 @@ def markdown_table(table: Sequence[Cell]) -> str:
     """The matrix as a markdown table (one row per cell)."""
     head = (
         "| scenario | algo | seeds | always go | best fixed plan | per-task best | gap-acceptance rule | before | "
-        "after 1 step (sampled) | adaptation gain | collisions after | after, greedy | collisions, greedy | "
-        "bar met (sampled / greedy) | gap closed (sampled / greedy) | train + eval s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "collisions before | after 1 step (sampled) | adaptation gain | collisions after | after, greedy | "
+        "collisions, greedy | bar met (sampled / greedy) | gap closed (sampled / greedy) | train + eval s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for c in table:
@@ -206,7 +208,8 @@ def markdown_table(table: Sequence[Cell]) -> str:
         rule = "-" if math.isnan(c.rule) else f"{c.rule:.2f}"
         lines.append(
             f"| {c.scenario} | {c.algo} | {c.seeds} | {c.always_go:.2f} | {c.best_fixed:.2f} | {c.per_task_best:.2f} | "
-            f"{rule} | {_ci(c.before)} | {_ci(c.after)} | {_ci(c.gain)} | {_pct(c.collision_after)} | "
+            f"{rule} | {_ci(c.before)} | {_pct(c.collision_before)} | {_ci(c.after)} | {_ci(c.gain)} | "
+            f"{_pct(c.collision_after)} | "
             f"{_ci(c.after_greedy)} | {_pct(c.collision_greedy)} | {c.seeds_meeting_bar}/{c.seeds} / "
             f"{c.seeds_meeting_bar_greedy}/{c.seeds} | {100 * closed:.0f}% / {100 * closed_greedy:.0f}% | "
             f"{c.train_wall_time_s:.0f} + {c.eval_wall_time_s:.0f} |"

@@ -3,7 +3,8 @@
 For a checkpoint trained on a hidden-parameter scenario (yield_or_not: the other driver is ``idm``, who yields,
 or ``constant_speed``, who does not), this adapts on the run's held-out tasks exactly as the final evaluation
 does and prints, per driver type and adaptation step: the mean sampled return, the collision share, and the mix
-of the first two actions (SLOWER / IDLE / FASTER). docs/results/learning/README.md, "Exploration for adaptation",
+of the first two actions (SLOWER / IDLE / FASTER), and for a latent policy (policy.latent_dim > 0) the mean of its
+latent distribution. docs/results/learning/README.md, "Exploration for adaptation",
 has the numbers:
 
     python docs/results/learning/scripts/per_driver_adaptation.py RUN/checkpoints/final.pt [--tasks 40] [--episodes 20]
@@ -50,7 +51,13 @@ for step, per_task in enumerate(result.episodes):
         for t in (0, 1):
             acts = np.concatenate([e.actions[t][e.mask[t] > 0].numpy() for e in eps])
             mix.append(" ".join(f"{ACTIONS[a][0]} {np.mean(acts == a):4.0%}" for a in ACTIONS))
+        latent = ""
+        if ck.policy.latent_dim:
+            mus = np.stack(
+                [p["latent_mu"].numpy() for p, d in zip(result.params[step], drivers, strict=True) if d == driver]
+            )
+            latent = "  latent mean " + " ".join(f"{m:+.2f}" for m in mus.mean(0))
         print(
             f"  {label:18s} {driver:15s} return {returns.mean():6.2f}  collisions {crashed.mean():5.1%}  "
-            f"action 1: {mix[0]}  action 2: {mix[1]}"
+            f"action 1: {mix[0]}  action 2: {mix[1]}{latent}"
         )
