@@ -175,11 +175,17 @@ class MetaLearner:
         self.latent_dim = int(getattr(policy, "latent_dim", 0))
         #: The adaptation loss (:meth:`adapt`): ``loss_fn`` unless the inner estimator or advantages differ; the
         #: latent's REINFORCE term for a latent policy.
-        self.inner_loss_fn: LossFn = loss_fn or partial(
-            policy_loss, policy, pg=inner_pg(self.pg, meta), surrogate=meta.inner_estimator
+        self.inner_loss_fn: LossFn = loss_fn or (
+            partial(latent_adaptation_loss, policy)
+            if self.latent_dim
+            else partial(policy_loss, policy, pg=inner_pg(self.pg, meta), surrogate=meta.inner_estimator)
         )
-        if self.latent_dim and loss_fn is None:
-            self.inner_loss_fn = partial(latent_adaptation_loss, policy)
+        #: A latent policy's fixed per-parameter step sizes (built once: :meth:`adapt` runs per task and iteration).
+        self._latent_step_sizes: dict[str, Tensor] | None = (
+            {n: torch.tensor(self._initial_step_size(n)) for n, _ in policy.named_parameters()}
+            if self.latent_dim
+            else None
+        )
         self.step_sizes: dict[str, nn.Parameter] | None = None
         if self.spec.learn_inner_lr:
             self.step_sizes = {
@@ -211,8 +217,8 @@ class MetaLearner:
         parameter (:meth:`_initial_step_size`)."""
         if self.step_sizes is not None:
             return self.step_sizes
-        if self.latent_dim:
-            return {n: torch.tensor(self._initial_step_size(n)) for n, _ in self.policy.named_parameters()}
+        if self._latent_step_sizes is not None:
+            return self._latent_step_sizes
         return self.meta.inner_lr
 
     def prior_loss(self, params: Mapping[str, Tensor]) -> Tensor | None:
